@@ -1,0 +1,266 @@
+"""Preference data: validation, tokenisation and batching.
+
+Input is TRL's preference format: columns ``prompt``, ``chosen`` and ``rejected``, either plain
+strings or conversational message lists (``[{"role": ..., "content": ...}, ...]``, rendered through
+the tokenizer's chat template). In the conversational layout of UltraFeedback, ``chosen`` and
+``rejected`` hold the whole conversation; the response is its last assistant message.
+
+Tokenisation keeps prompt and response apart:
+
+* ``prompt_ids``   = the prompt, with the tokenizer's special tokens (e.g. BOS);
+* ``chosen_ids``   = the chosen response alone, tokenised without special tokens, EOS appended;
+* ``chosen_offsets`` = character span of each response token in the response text (EOS: ``(n, n)``).
+
+A model sees ``prompt_ids + chosen_ids``. Token rewards, gold credit and selections are all lists
+aligned with the *response* tokens, so response token ``i`` sits at sequence position
+``len(prompt_ids) + i`` and is scored by ``logps[:, len(prompt_ids) + i - 1]`` (see
+:mod:`sepo.logprobs` for the shift convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from sepo.errors import DataError, TokenizerMismatchError
+
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+RESPONSES = ("chosen", "rejected")
+
+
+# --------------------------------------------------------------------------------------------
+# Text of a row
+# --------------------------------------------------------------------------------------------
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+
+
+def prompt_text(tokenizer, prompt: str | list[dict]) -> str:
+    """The prompt as text: a string as is, a message list through the chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def response_text(response: str | list[dict]) -> str:
+    """The response as text: a string as is, or the content of the last (assistant) message."""
+    if isinstance(response, str):
+        return response
+    return response[-1]["content"]
+
+
+def validate_row(row: dict, index: int) -> None:
+    """Raise :class:`DataError` naming row ``index`` and the field if the row is malformed."""
+    for name in REQUIRED_COLUMNS:
+        if name not in row:
+            raise DataError(f"row {index}: missing field '{name}'")
+        value = row[name]
+        if not (isinstance(value, str) or _is_messages(value)):
+            raise DataError(
+                f"row {index}: field '{name}' must be a string or a list of {{role, content}} messages, "
+                f"got {type(value).__name__}"
+            )
+        if _is_messages(value) and not value:
+            raise DataError(f"row {index}: field '{name}' is an empty message list")
+    for name in RESPONSES:
+        value = row[name]
+        if _is_messages(value) and value[-1]["role"] != "assistant":
+            raise DataError(f"row {index}: field '{name}' must end with an assistant message")
+        if not response_text(value).strip():
+            raise DataError(f"row {index}: field '{name}' is an empty response")
+
+
+def check_columns(dataset: Dataset) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise DataError(f"dataset is missing column(s) {missing}; has {dataset.column_names}")
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation
+# --------------------------------------------------------------------------------------------
+def tokenize_prompt(tokenizer, prompt: str | list[dict]) -> list[int]:
+    """Token ids of the prompt, with the tokenizer's own special tokens (e.g. BOS).
+
+    A chat-templated prompt already carries its special tokens, so none are added twice.
+    """
+    text = prompt_text(tokenizer, prompt)
+    return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+
+def tokenize_response(tokenizer, response: str | list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of the response followed by EOS, and each token's character span in the text."""
+    if tokenizer.eos_token_id is None:
+        raise TokenizerMismatchError("tokenizer has no eos_token; set one before tokenising responses")
+    text = response_text(response)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
+    offsets = [tuple(o) for o in enc["offset_mapping"]] + [(len(text), len(text))]
+    return ids, offsets
+
+
+@dataclasses.dataclass
+class TokenizeReport:
+    """What tokenisation dropped or cut, so that nothing is lost silently."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped_long_prompt: int = 0
+    dropped_short_response: int = 0
+    truncated_prompt: int = 0
+    truncated_response: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def tokenize_preferences(
+    dataset: Dataset,
+    tokenizer,
+    *,
+    max_length: int = 512,
+    max_prompt_length: int | None = None,
+    drop_prompt_longer_than: int | None = None,
+    drop_response_shorter_than: int | None = None,
+    keep_text: bool = True,
+) -> tuple[Dataset, TokenizeReport]:
+    """Tokenise a TRL-format preference dataset.
+
+    Adds ``prompt_ids``, ``chosen_ids``, ``rejected_ids``, ``chosen_offsets``, ``rejected_offsets``
+    and ``row`` (the row's index in the input, so every later error can name it).
+
+    Rows are *dropped* (and counted in the report) when the prompt is longer than
+    ``drop_prompt_longer_than`` tokens or a response is shorter than ``drop_response_shorter_than``
+    tokens (the paper's filters). Otherwise sequences longer than ``max_length`` are cut: the prompt
+    keeps its last ``max_prompt_length`` tokens, then the response is cut at the end. A response left
+    with no token after that is an error naming the row.
+    """
+    check_columns(dataset)
+    if max_prompt_length is None:
+        max_prompt_length = max_length // 2
+    if not 0 < max_prompt_length < max_length:
+        raise DataError(f"max_prompt_length={max_prompt_length} must be in (0, max_length={max_length})")
+    report = TokenizeReport(rows_in=len(dataset))
+    columns: dict[str, list] = {"row": [], "prompt_ids": []}
+    for name in RESPONSES:
+        columns[f"{name}_ids"] = []
+        columns[f"{name}_offsets"] = []
+    keep_rows: list[int] = []
+    for index, row in enumerate(dataset):
+        validate_row(row, index)
+        p_ids = tokenize_prompt(tokenizer, row["prompt"])
+        if not p_ids:
+            raise DataError(f"row {index}: field 'prompt' gives no token (the first response token needs a context)")
+        responses = {name: tokenize_response(tokenizer, row[name]) for name in RESPONSES}
+        if drop_prompt_longer_than is not None and len(p_ids) > drop_prompt_longer_than:
+            report.dropped_long_prompt += 1
+            continue
+        if drop_response_shorter_than is not None and min(len(r[0]) - 1 for r in responses.values()) < drop_response_shorter_than:
+            report.dropped_short_response += 1
+            continue
+        longest = max(len(r[0]) for r in responses.values())
+        if len(p_ids) + longest > max_length and len(p_ids) > max_prompt_length:
+            p_ids = p_ids[-max_prompt_length:]
+            report.truncated_prompt += 1
+        budget = max_length - len(p_ids)
+        if budget <= 0:
+            raise DataError(f"row {index}: the prompt fills max_length={max_length}; no response token is left")
+        cut = False
+        for name, (ids, offsets) in responses.items():
+            if len(ids) > budget:
+                ids, offsets = ids[:budget], offsets[:budget]
+                cut = True
+            columns[f"{name}_ids"].append(ids)
+            columns[f"{name}_offsets"].append([list(o) for o in offsets])
+        report.truncated_response += int(cut)
+        columns["row"].append(index)
+        columns["prompt_ids"].append(p_ids)
+        keep_rows.append(index)
+    report.rows_out = len(keep_rows)
+    if not keep_rows:
+        raise DataError(f"no row left after filtering: {report.to_dict()}")
+    base = dataset.select(keep_rows) if keep_text else Dataset.from_dict({})
+    if not keep_text:
+        return Dataset.from_dict(columns), report
+    for name in columns:
+        if name in base.column_names:
+            base = base.remove_columns(name)
+    for name, values in columns.items():
+        base = base.add_column(name, values)
+    return base, report
+
+
+def check_same_tokenizer(a, b, what: str = "oracle and reference") -> None:
+    """Raise :class:`TokenizerMismatchError` unless two tokenizers map text to the same ids."""
+    if a.get_vocab() != b.get_vocab():
+        raise TokenizerMismatchError(
+            f"{what} tokenizers differ (vocab sizes {len(a.get_vocab())} vs {len(b.get_vocab())}); "
+            "token rewards need one shared tokenizer"
+        )
+    for name in ("bos_token_id", "eos_token_id"):
+        if getattr(a, name) != getattr(b, name):
+            raise TokenizerMismatchError(f"{what} tokenizers differ in {name}: {getattr(a, name)} vs {getattr(b, name)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------------
+def pad_lists(lists: Sequence[Sequence], value, dtype=None) -> torch.Tensor:
+    """Right-pad a ragged list of lists into a (len(lists), longest) tensor."""
+    width = max((len(x) for x in lists), default=0)
+    out = torch.full((len(lists), width), value, dtype=dtype)
+    for i, x in enumerate(lists):
+        if len(x):
+            out[i, : len(x)] = torch.as_tensor(x, dtype=dtype)
+    return out
+
+
+def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
+                    response_values: dict[str, Sequence[Sequence]] | None = None) -> dict[str, torch.Tensor]:
+    """Concatenate prompt and response ids and right-pad.
+
+    Returns ``input_ids`` and ``attention_mask`` (B, T), and ``response_mask`` (B, T-1), true at the
+    log-prob positions that score a response token: position ``t`` scores ``input_ids[:, t+1]``.
+    Each entry of ``response_values`` (per-response-token lists, e.g. selections or scores) is
+    placed at the same (B, T-1) positions, zero/False elsewhere.
+    """
+    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    input_ids = pad_lists(seqs, pad_id, torch.long)
+    attention_mask = pad_lists([[1] * len(s) for s in seqs], 0, torch.long)
+    batch, width = input_ids.shape
+    response_mask = torch.zeros(batch, max(width - 1, 0), dtype=torch.bool)
+    starts = torch.tensor([len(p) - 1 for p in prompts])
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        response_mask[i, len(p) - 1 : len(p) - 1 + len(r)] = True
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
+    for name, values in (response_values or {}).items():
+        first = next((v for v in values if len(v)), [0.0])
+        dtype = torch.bool if isinstance(first[0], bool) else torch.float32
+        placed = torch.zeros(batch, max(width - 1, 0), dtype=dtype)
+        for i, v in enumerate(values):
+            if len(v) != len(responses[i]):
+                raise DataError(f"{name}: {len(v)} values for a response of {len(responses[i])} tokens (batch item {i})")
+            placed[i, starts[i] : starts[i] + len(v)] = torch.as_tensor(v, dtype=dtype)
+        out[name] = placed
+    return out
+
+
+def collate_pairs(features: list[dict], pad_id: int, extra: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Batch preference pairs: chosen rows first, then rejected rows, in one (2B, T) tensor.
+
+    ``extra`` names per-response-token fields stored as ``chosen_<name>`` / ``rejected_<name>``
+    (e.g. ``selected``, ``scores``); they come back as ``<name>`` at the log-prob positions.
+    """
+    prompts = [f["prompt_ids"] for f in features] * 2
+    responses = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
+    values = {name: [f[f"chosen_{name}"] for f in features] + [f[f"rejected_{name}"] for f in features] for name in extra}
+    return build_sequences(prompts, responses, pad_id, values)
+
+
+def response_positions(prompt_len: int, n_response: int) -> range:
+    """Log-prob positions scoring response tokens ``0..n_response-1`` after a prompt of ``prompt_len``."""
+    return range(prompt_len - 1, prompt_len - 1 + n_response)

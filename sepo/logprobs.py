@@ -1,0 +1,98 @@
+"""Per-token log-probabilities, and the shift convention used everywhere in the package.
+
+**Shift convention.** For a batch ``input_ids`` of shape (B, T), ``token_logps`` returns a (B, T-1)
+tensor ``logps`` with::
+
+    logps[:, t] = log p(input_ids[:, t + 1] | input_ids[:, : t + 1])
+
+i.e. position ``t`` holds the score of the *next* token. A response token at sequence position
+``s`` is therefore scored by ``logps[:, s - 1]``. :func:`sepo.data.build_sequences` builds masks at
+these positions; every other module reads log-probs through this file.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:
+    """``log_softmax(logits, -1).gather(-1, index[..., None])[..., 0]`` without a second logits-sized tensor.
+
+    ``logits`` (..., V), ``index`` (...) -> (...). Rows are processed in chunks of at most
+    ``chunk_elements`` logits, so the temporaries of the normaliser never exceed one chunk while
+    the only full-size tensor is ``logits`` itself. In float32/float64 the normaliser is
+    ``logsumexp`` and the picked logit is gathered directly; in low precision (bfloat16/float16),
+    where that loses accuracy, each chunk's log-softmax is computed in its own dtype instead.
+    """
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)  # (M, V), a view
+    flat_index = index.reshape(-1)  # (M,)
+    rows = max(1, chunk_elements // max(vocab, 1))
+    out = []
+    for start in range(0, flat_logits.shape[0], rows):
+        chunk = flat_logits[start : start + rows]  # (r, V)
+        chunk_index = flat_index[start : start + rows, None]  # (r, 1)
+        if chunk.dtype in (torch.float32, torch.float64):
+            picked = torch.gather(chunk, -1, chunk_index).squeeze(-1)
+            out.append(picked - torch.logsumexp(chunk, dim=-1))
+        else:
+            out.append(F.log_softmax(chunk, dim=-1).gather(-1, chunk_index).squeeze(-1))
+    if not out:
+        return logits.new_zeros(index.shape)
+    return torch.cat(out).reshape(index.shape)
+
+
+def naive_token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Reference implementation of the shift convention (materialises the full log-softmax)."""
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def _head(model) -> torch.nn.Module:
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def _apply_logit_transforms(model, logits: torch.Tensor) -> torch.Tensor:
+    """Apply the final-logit soft-capping/scaling some architectures define (Gemma, Cohere, ...)."""
+    cfg = model.config
+    scale = getattr(cfg, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def token_logps(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token log-probs of ``input_ids`` under ``model`` (see the module's shift convention).
+
+    ``input_ids``, ``attention_mask``: (B, T). Returns (B, T-1) float32.
+
+    With ``positions`` (bool, (B, T-1)), the LM head and log-softmax run only at the true
+    positions (the others are 0): the transformer body runs once, then the hidden states of the
+    wanted positions are gathered, ``(N, d)``, and only ``(N, V)`` logits exist instead of
+    ``(B, T, V)``. With a large vocabulary this is most of the cost of a step.
+    """
+    if positions is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, T, V)
+        return selective_log_softmax(logits[:, :-1], input_ids[:, 1:]).float()
+    if positions.shape != (input_ids.shape[0], input_ids.shape[1] - 1):
+        raise ValueError(f"positions has shape {tuple(positions.shape)}, expected {(input_ids.shape[0], input_ids.shape[1] - 1)}")
+    body = model.base_model
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+    picked = hidden[:, :-1][positions]  # (N, d)
+    logits = _apply_logit_transforms(model, _head(model)(picked))  # (N, V)
+    targets = input_ids[:, 1:][positions]  # (N,)
+    out = torch.zeros(positions.shape, dtype=torch.float32, device=input_ids.device)
+    if picked.shape[0]:
+        out[positions] = selective_log_softmax(logits, targets).float()
+    return out

@@ -1,0 +1,237 @@
+"""Token selectors: boolean masks over response tokens, derived from raw per-token scores.
+
+Every selector takes padded tensors aligned with response tokens: ``scores`` (B, R) float and
+``valid`` (B, R) bool (true for the response's real tokens, false for padding), and returns a
+(B, R) bool mask that is false wherever ``valid`` is. Selectors never run a model: SePO's masks
+come from scores saved once by :mod:`sepo.scoring`, so changing ``k`` re-runs nothing.
+
+Ties are broken deterministically: among equal scores the earlier token wins.
+
+**Counts.** A per-response selector keeps ``floor(k * n)`` of a response's ``n`` tokens (the
+paper's ``int(k * n)``; a tiny tolerance absorbs float error so ``0.3 * 10`` keeps 3). When that is
+0 (a short response or a small ``k``) the response keeps **one** token, its most extreme one, so
+that every pair still carries a signal; this is what ``min_tokens=1`` (the default) does, and
+``min_tokens=0`` gives the literal ``int(k * n)`` (such a response then contributes 0 to the SePO
+loss, see :func:`sepo.losses.masked_mean`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from sepo.errors import ConfigError, DataError
+
+_EPS = 1e-6
+
+
+def check_fraction(value: float, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value <= 1.0) or math.isnan(value):
+        raise ConfigError(f"{name} = {value!r}: must be a fraction in (0, 1]")
+
+
+def check_scores(scores: torch.Tensor, valid: torch.Tensor, name: str = "scores", rows: Sequence[int] | None = None) -> None:
+    """Raise :class:`DataError` naming the first row whose valid scores hold NaN or inf."""
+    if scores.shape != valid.shape:
+        raise DataError(f"{name}: shape {tuple(scores.shape)} does not match its mask {tuple(valid.shape)}")
+    bad = (~torch.isfinite(scores)) & valid
+    if bad.any():
+        i, t = (int(x) for x in bad.nonzero()[0])
+        row = rows[i] if rows is not None else i
+        raise DataError(f"row {row}: {name}[{t}] = {scores[i, t].item()} is not finite")
+
+
+def pad_ragged(values: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged per-response lists -> (scores (B, R) float32, valid (B, R) bool)."""
+    width = max((len(v) for v in values), default=0)
+    scores = torch.full((len(values), width), fill, dtype=torch.float32)
+    valid = torch.zeros((len(values), width), dtype=torch.bool)
+    for i, v in enumerate(values):
+        if len(v):
+            scores[i, : len(v)] = torch.as_tensor(v, dtype=torch.float32)
+            valid[i, : len(v)] = True
+    return scores, valid
+
+
+def unpad(mask: torch.Tensor, valid: torch.Tensor) -> list[list[bool]]:
+    """(B, R) mask -> ragged per-response lists (the inverse of :func:`pad_ragged`)."""
+    return [m[v].tolist() for m, v in zip(mask, valid)]
+
+
+def rank_within_rows(scores: torch.Tensor, valid: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Rank (0 = best) of each valid token in its row; padding ranks last. Ties: earlier token first."""
+    fill = float("-inf") if largest else float("inf")
+    key = scores.masked_fill(~valid, fill)
+    order = torch.sort(key, dim=-1, descending=largest, stable=True).indices  # (B, R)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return ranks
+
+
+def topk_counts(valid: torch.Tensor, k: float, min_tokens: int = 1) -> torch.Tensor:
+    """Per-row count ``max(min_tokens, floor(k * n))`` (never more than ``n``)."""
+    check_fraction(k, "k")
+    n = valid.sum(-1)  # (B,)
+    counts = torch.floor(n.double() * k + _EPS).long()
+    return torch.minimum(torch.clamp(counts, min=min_tokens), n)
+
+
+def topk_select(scores: torch.Tensor, valid: torch.Tensor, k: float, largest: bool = True, min_tokens: int = 1) -> torch.Tensor:
+    """Per response, the ``floor(k * n)`` highest (``largest``) or lowest tokens."""
+    counts = topk_counts(valid, k, min_tokens)
+    return (rank_within_rows(scores, valid, largest) < counts[:, None]) & valid
+
+
+def sepo_select(
+    chosen_scores: torch.Tensor,
+    chosen_valid: torch.Tensor,
+    rejected_scores: torch.Tensor,
+    rejected_valid: torch.Tensor,
+    k_w: float = 0.3,
+    k_l: float | None = None,
+    min_tokens: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SePO: the top ``k_w`` tokens of each chosen response, the bottom ``k_l`` of each rejected one."""
+    k_l = k_w if k_l is None else k_l
+    return (
+        topk_select(chosen_scores, chosen_valid, k_w, largest=True, min_tokens=min_tokens),
+        topk_select(rejected_scores, rejected_valid, k_l, largest=False, min_tokens=min_tokens),
+    )
+
+
+def dataset_threshold(scores: torch.Tensor, valid: torch.Tensor, k: float, largest: bool = True) -> float:
+    """One cut over all tokens of a dataset: the score of the ``floor(k * N)``-th best of its N tokens."""
+    check_fraction(k, "k")
+    flat = scores[valid]
+    if flat.numel() == 0:
+        raise DataError("dataset_threshold: no valid token to threshold")
+    count = max(1, math.floor(flat.numel() * k + _EPS))
+    ordered = torch.sort(flat, descending=largest, stable=True).values
+    return float(ordered[count - 1])
+
+
+def threshold_select(scores: torch.Tensor, valid: torch.Tensor, threshold: float, largest: bool = True) -> torch.Tensor:
+    """Tokens at or beyond a dataset-level cut (``>=`` for the chosen side, ``<=`` for the rejected)."""
+    picked = scores >= threshold if largest else scores <= threshold
+    return picked & valid
+
+
+def adaptive_select(scores: torch.Tensor, valid: torch.Tensor, p: float, largest: bool = True) -> torch.Tensor:
+    """Smallest set of tokens holding a fraction ``p`` of the response's reward mass of one sign.
+
+    For a chosen response (``largest``) the mass is ``sum(max(r, 0))``; tokens are taken in order
+    of decreasing reward until their positive parts reach ``p`` of it. For a rejected response the
+    same holds for ``max(-r, 0)`` in order of increasing reward. A response with no mass of that
+    sign keeps its single most extreme token (as :func:`topk_select` with ``min_tokens=1``). The
+    count thus adapts to how concentrated each response's reward is, with no ``k`` to choose.
+    """
+    check_fraction(p, "p")
+    signed = scores if largest else -scores
+    mass = signed.clamp(min=0).masked_fill(~valid, 0.0)  # (B, R)
+    ranks = rank_within_rows(scores, valid, largest)
+    sorted_mass = torch.zeros_like(mass).scatter_(-1, ranks, mass)  # mass in rank order
+    cumulative = sorted_mass.cumsum(-1)
+    total = cumulative[:, -1:] if cumulative.shape[-1] else cumulative
+    # the first rank at which the cumulative mass reaches p * total, counted inclusively
+    reached = cumulative >= (p * total - _EPS * total.abs())
+    counts = torch.where(reached.any(-1), reached.float().argmax(-1) + 1, torch.ones_like(total[:, 0], dtype=torch.long))
+    counts = torch.where(total[:, 0] > 0, counts, torch.ones_like(counts))
+    counts = torch.minimum(counts, valid.sum(-1))
+    return (ranks < counts[:, None]) & valid
+
+
+def random_select(valid: torch.Tensor, counts: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """Control: ``counts[i]`` tokens of response ``i`` drawn uniformly, seeded per response.
+
+    One seed per row (e.g. ``base_seed * 1_000_003 + row_index``) makes the draw independent of
+    batching and order.
+    """
+    mask = torch.zeros_like(valid)
+    for i, seed in enumerate(seeds):
+        n = int(valid[i].sum())
+        g = torch.Generator().manual_seed(int(seed))
+        picked = torch.randperm(n, generator=g)[: int(counts[i])]
+        positions = valid[i].nonzero().squeeze(-1)[picked]
+        mask[i, positions] = True
+    return mask
+
+
+def quantile_select(scores: torch.Tensor, valid: torch.Tensor, q: float = 0.6) -> torch.Tensor:
+    """Tokens whose score is ``>=`` the ``q``-quantile (linear interpolation) of their response's scores."""
+    if not 0.0 <= q < 1.0:
+        raise ConfigError(f"quantile = {q!r}: must be in [0, 1)")
+    nan_padded = scores.detach().float().masked_fill(~valid, float("nan"))
+    cut = torch.nanquantile(nan_padded, q, dim=-1, keepdim=True)  # (B, 1); NaN for an empty row
+    return (scores.detach() >= cut) & valid
+
+
+def selective_dpo_scores(policy_logps: torch.Tensor, ref_logps: torch.Tensor, chosen: bool) -> torch.Tensor:
+    """Selective-DPO's online token score: chosen ``logp_ref - logp_policy``, rejected the opposite."""
+    diff = ref_logps.detach() - policy_logps.detach()
+    return diff if chosen else -diff
+
+
+def confpo_select(policy_logps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """ConfPO's rule: tokens whose policy probability is below the response's mean probability."""
+    probs = policy_logps.detach().exp().masked_fill(~valid, 0.0)
+    mean = probs.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
+    return (probs < mean) & valid
+
+
+def selected_token_ids(response_ids: Sequence[int], mask: Sequence[bool]) -> list[int]:
+    """Token ids picked by a per-response mask (to check them against the tokens that were scored)."""
+    if len(response_ids) != len(mask):
+        raise DataError(f"mask has {len(mask)} entries for a response of {len(response_ids)} tokens")
+    return [t for t, m in zip(response_ids, mask) if m]
+
+
+OFFLINE_METHODS = ("sepo", "threshold", "adaptive", "random")
+
+
+def select_from_scores(
+    chosen_scores: Sequence[Sequence[float]],
+    rejected_scores: Sequence[Sequence[float]],
+    method: str = "sepo",
+    *,
+    k_w: float = 0.3,
+    k_l: float | None = None,
+    p: float = 0.5,
+    seed: int = 0,
+    rows: Sequence[int] | None = None,
+    min_tokens: int = 1,
+) -> tuple[list[list[bool]], list[list[bool]]]:
+    """Offline selection over a whole scored dataset (ragged per-response score lists).
+
+    ``method``: ``sepo`` (per-response top/bottom k), ``threshold`` (one dataset-level cut that
+    keeps a fraction ``k_w`` / ``k_l`` of all chosen / rejected tokens), ``adaptive`` (reward mass
+    ``p``) or ``random`` (SePO's counts, random tokens; ``seed`` and the row index seed each draw).
+    Returns per-response masks aligned with the score lists.
+    """
+    if method not in OFFLINE_METHODS:
+        raise ConfigError(f"selection method {method!r}: choose one of {OFFLINE_METHODS}")
+    k_l = k_w if k_l is None else k_l
+    check_fraction(k_w, "k_w")
+    check_fraction(k_l, "k_l")
+    rows = list(range(len(chosen_scores))) if rows is None else list(rows)
+    cs, cv = pad_ragged(chosen_scores)
+    rs, rv = pad_ragged(rejected_scores)
+    check_scores(cs, cv, "chosen_scores", rows)
+    check_scores(rs, rv, "rejected_scores", rows)
+    for name, valid in (("chosen_scores", cv), ("rejected_scores", rv)):
+        empty = (valid.sum(-1) == 0).nonzero()
+        if len(empty):
+            raise DataError(f"row {rows[int(empty[0])]}: {name} is empty")
+    if method == "sepo":
+        cm, rm = sepo_select(cs, cv, rs, rv, k_w, k_l, min_tokens)
+    elif method == "threshold":
+        cm = threshold_select(cs, cv, dataset_threshold(cs, cv, k_w, largest=True), largest=True)
+        rm = threshold_select(rs, rv, dataset_threshold(rs, rv, k_l, largest=False), largest=False)
+    elif method == "adaptive":
+        check_fraction(p, "p")
+        cm, rm = adaptive_select(cs, cv, p, largest=True), adaptive_select(rs, rv, p, largest=False)
+    else:
+        cm = random_select(cv, topk_counts(cv, k_w, min_tokens), [seed * 1_000_003 + 2 * r for r in rows])
+        rm = random_select(rv, topk_counts(rv, k_l, min_tokens), [seed * 1_000_003 + 2 * r + 1 for r in rows])
+    return unpad(cm, cv), unpad(rm, rv)
