@@ -177,7 +177,8 @@ def confpo_select(policy_logps: torch.Tensor, valid: torch.Tensor) -> torch.Tens
     """ConfPO's rule: tokens whose policy probability is below the response's mean probability."""
     probs = policy_logps.detach().exp().masked_fill(~valid, 0.0)
     mean = probs.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
-    return (probs < mean) & valid
+    # a relative tolerance keeps float error from selecting tokens exactly at the mean
+    return (probs < mean * (1 - _EPS)) & valid
 
 
 def selected_token_ids(response_ids: Sequence[int], mask: Sequence[bool]) -> list[int]:

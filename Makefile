@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make reproduce   the whole mini-world reproduction (builds the world, runs every notebook, writes results/)
+#   make test        the test suite (unit tests, notebooks under nbval, a papermill run)
+# Both create the virtual environment .venv on first use; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: reproduce test bench clean-cache
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: 2.13.0 is a CPU build; an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev,bench]"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) -m sepo.reproduce
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean-cache:
+	rm -rf cache

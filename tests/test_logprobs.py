@@ -1,0 +1,67 @@
+"""The shift convention and the memory-lean log-prob helper."""
+
+import pytest
+import torch
+
+from sepo.logprobs import naive_token_logps, selective_log_softmax, token_logps
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("chunk_elements", [7, 1 << 22])
+def test_selective_log_softmax_equals_gather_of_log_softmax(dtype, atol, chunk_elements):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(3, 5, 101, generator=g) * 4).to(dtype)
+    index = torch.randint(0, 101, (3, 5), generator=g)
+    expected = torch.log_softmax(logits.double(), -1).gather(-1, index[..., None]).squeeze(-1)
+    got = selective_log_softmax(logits, index, chunk_elements=chunk_elements)
+    same_dtype_naive = torch.log_softmax(logits, -1).gather(-1, index[..., None]).squeeze(-1)
+    assert got.shape == (3, 5) and got.dtype == dtype
+    assert torch.allclose(got.double(), same_dtype_naive.double(), atol=atol)
+    assert torch.allclose(got.double(), expected, atol=atol, rtol=1e-2)
+
+
+def test_shift_convention_position_t_scores_token_t_plus_1(model_pair):
+    """logps[:, t] must be log p(input_ids[t+1] | input_ids[:t+1]), computed here from prefixes alone."""
+    model = model_pair[0]
+    ids = torch.tensor([[5, 17, 42, 9, 77, 3]])
+    logps = token_logps(model, ids, torch.ones_like(ids))
+    assert logps.shape == (1, 5)
+    for t in range(5):
+        prefix_logits = model(input_ids=ids[:, : t + 1]).logits[0, -1]
+        expected = torch.log_softmax(prefix_logits, -1)[ids[0, t + 1]]
+        assert logps[0, t].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_token_logps_matches_naive_and_ignores_right_padding(model_pair):
+    model = model_pair[0]
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42], [4, 8, 15, 0, 0, 0]])
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])
+    logps = token_logps(model, ids, mask)
+    naive = naive_token_logps(model(input_ids=ids, attention_mask=mask).logits, ids)
+    assert torch.allclose(logps, naive, atol=1e-5)
+    alone = token_logps(model, ids[1:, :3], mask[1:, :3])
+    assert torch.allclose(logps[1, :2], alone[0], atol=1e-5)
+
+
+def test_head_only_at_positions_equals_full_head_there(model_pair):
+    model = model_pair[1]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 200, (3, 9), generator=g)
+    full = token_logps(model, ids, torch.ones_like(ids))
+    positions = torch.rand(3, 8, generator=g) > 0.5
+    partial = token_logps(model, ids, torch.ones_like(ids), positions)
+    assert torch.allclose(partial[positions], full[positions], atol=1e-5)
+    assert (partial[~positions] == 0).all()
+    with pytest.raises(ValueError, match="positions has shape"):
+        token_logps(model, ids, torch.ones_like(ids), positions[:, :-1])
+
+
+def test_gradient_flows_only_through_used_positions(model_pair):
+    model = model_pair[0]
+    ids = torch.tensor([[4, 8, 15, 16, 23]])
+    positions = torch.tensor([[False, True, False, False]])
+    model.zero_grad()
+    token_logps(model, ids, torch.ones_like(ids), positions).sum().backward()
+    grad = model.get_output_embeddings().weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    model.zero_grad()
