@@ -25,14 +25,16 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, chunk_eleme
     ``logsumexp`` and the picked logit is gathered directly; in low precision (bfloat16/float16),
     where that loses accuracy, each chunk's log-softmax is computed in its own dtype instead.
     """
+    if logits.dim() > 2:
+        # one leading slice at a time: a slice like logits[:, :-1] is not contiguous, and flattening
+        # it would copy the whole tensor
+        return torch.stack([selective_log_softmax(part, idx, chunk_elements) for part, idx in zip(logits, index)])
     vocab = logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab)  # (M, V), a view
-    flat_index = index.reshape(-1)  # (M,)
     rows = max(1, chunk_elements // max(vocab, 1))
     out = []
-    for start in range(0, flat_logits.shape[0], rows):
-        chunk = flat_logits[start : start + rows]  # (r, V)
-        chunk_index = flat_index[start : start + rows, None]  # (r, 1)
+    for start in range(0, logits.shape[0], rows):
+        chunk = logits[start : start + rows]  # (r, V), a view
+        chunk_index = index[start : start + rows, None]  # (r, 1)
         if chunk.dtype in (torch.float32, torch.float64):
             picked = torch.gather(chunk, -1, chunk_index).squeeze(-1)
             out.append(picked - torch.logsumexp(chunk, dim=-1))
@@ -40,7 +42,7 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, chunk_eleme
             out.append(F.log_softmax(chunk, dim=-1).gather(-1, chunk_index).squeeze(-1))
     if not out:
         return logits.new_zeros(index.shape)
-    return torch.cat(out).reshape(index.shape)
+    return torch.cat(out)
 
 
 def naive_token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
