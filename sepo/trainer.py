@@ -1,0 +1,399 @@
+"""The preference training loop: :class:`transformers.Trainer` with a registry loss.
+
+Everything a training loop needs besides the loss (gradient accumulation, mixed precision,
+checkpoints and resume, logging, DDP / FSDP / DeepSpeed through ``accelerate launch``) comes from
+``transformers.Trainer``. :class:`PreferenceTrainer` only replaces ``compute_loss``:
+
+1. a batch of B pairs arrives as one (2B, T) tensor, chosen rows first (:func:`sepo.data.collate_pairs`);
+2. per-token log-probs of the policy, (2B, T-1), are computed at the positions the loss uses —
+   the offline selection for losses that need one (SePO), every response token otherwise — and,
+   with ``head_on_used_positions``, the LM head runs only there (:func:`used_token_logps`);
+3. the same for the reference model, under ``torch.no_grad()``, when the loss needs one;
+4. the halves become a :class:`sepo.losses.PairLogps`, the registry loss gives per-pair losses,
+   and their mean is the step's loss. ``LossOutput.metrics()`` are averaged over each logging window.
+
+The module also holds what both training stages share: loading models, tokenizers and
+preference data with errors that name the parameter, the ``TrainingArguments`` builder, and the
+run-directory layout (``config.yaml``, ``metrics.json``, ``timing.json``, ``model/``, ``checkpoints/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from sepo.config import StageConfig, help_field
+from sepo.data import collate_pairs
+from sepo.errors import ConfigError, DataError
+from sepo.logprobs import selective_log_softmax, token_logps
+from sepo.losses import LossSpec, PairLogps
+from sepo.utils import quiet, write_json, write_run_record
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-token log-probs at the positions a loss uses
+# --------------------------------------------------------------------------------------------
+def accepts_logits_to_keep(model) -> bool:
+    """Whether a causal LM's ``forward`` can restrict its head to given positions."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def used_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor | None,
+                     unwrapped=None) -> torch.Tensor:
+    """Log-probs (2B, T-1) following :mod:`sepo.logprobs`' shift convention; 0 outside ``positions``.
+
+    ``positions`` (bool, (B, T-1)) limits the LM head and log-softmax to the tokens the loss reads;
+    ``None`` runs the head everywhere. When the model accepts ``logits_to_keep`` the call goes
+    through ``model`` itself (so DDP / FSDP / DeepSpeed wrappers see an ordinary forward) with a
+    (B, T) bool mask: the model gathers the (N, d) hidden states of the kept positions and returns
+    (N, V) logits. Otherwise :func:`sepo.logprobs.token_logps` gathers them from the body.
+    ``unwrapped`` is the bare ``PreTrainedModel`` under any wrapper (``model`` itself if none).
+    """
+    unwrapped = model if unwrapped is None else unwrapped
+    if positions is None or not accepts_logits_to_keep(unwrapped):
+        return token_logps(unwrapped if positions is not None else model, input_ids, attention_mask, positions)
+    keep = torch.cat([positions, positions.new_zeros(positions.shape[0], 1)], dim=1)  # (B, T); the last token scores nothing
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False).logits
+    logits = logits.reshape(-1, logits.shape[-1])  # (N, V), rows in the row-major order of `positions`
+    out = torch.zeros(positions.shape, dtype=torch.float32, device=input_ids.device)
+    if logits.shape[0]:
+        out[positions] = selective_log_softmax(logits, input_ids[:, 1:][positions]).float()
+    return out
+
+
+def split_pairs(tensor: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(2B, ...) -> chosen half (B, ...), rejected half (B, ...)."""
+    if tensor is None:
+        return None, None
+    half = tensor.shape[0] // 2
+    return tensor[:half], tensor[half:]
+
+
+# --------------------------------------------------------------------------------------------
+# Collator and trainer
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class PreferenceCollator:
+    """Pads tokenised pairs into (2B, T) model inputs; ``extra`` fields go to log-prob positions."""
+
+    pad_id: int
+    extra: tuple[str, ...] = ()
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_pairs(features, self.pad_id, extra=self.extra)
+
+
+class PreferenceTrainer(Trainer):
+    """``transformers.Trainer`` whose loss is a :mod:`sepo.losses` registry entry."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args, loss: LossSpec, loss_kwargs: dict[str, Any] | None = None, ref_model=None,
+                 head_on_used_positions: bool = True, **kwargs):
+        if loss.needs_reference and ref_model is None:
+            raise ConfigError(f"loss {loss.name!r} needs a reference model")
+        if not loss.needs_reference and ref_model is not None:
+            raise ConfigError(f"loss {loss.name!r} is reference-free; do not load a reference model for it")
+        super().__init__(*args, **kwargs)
+        if quiet():
+            self.remove_callback(PrinterCallback)
+        self.loss = loss
+        self.loss_kwargs = dict(loss_kwargs or {})
+        self.head_on_used_positions = head_on_used_positions
+        self._window: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
+
+    def _prepare_reference(self, ref_model):
+        """Frozen reference on the training device (sharded like the policy under ZeRO-3 / FSDP)."""
+        ref_model.eval()
+        ref_model.requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            import deepspeed
+
+            ds_config = json.loads(json.dumps(self.accelerator.state.deepspeed_plugin.deepspeed_config))
+            if ds_config.get("zero_optimization", {}).get("stage") != 3:
+                ds_config["zero_optimization"] = {"stage": 0}
+            ds_config.pop("optimizer", None)
+            ds_config.pop("scheduler", None)
+            engine, *_ = deepspeed.initialize(model=ref_model, config=ds_config)
+            engine.eval()
+            return engine
+        if self.is_fsdp_enabled:
+            return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        return ref_model.to(self.args.device)
+
+    def loss_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(2B, T-1) bool: the tokens whose log-probs the loss reads."""
+        if self.loss.needs_selection:
+            return batch["selected"] & batch["response_mask"]
+        return batch["response_mask"]
+
+    def pair_logps(self, model, batch: dict[str, torch.Tensor]) -> PairLogps:
+        """Policy (and reference) log-probs of a collated batch, split into chosen and rejected halves."""
+        used = self.loss_positions(batch) if self.head_on_used_positions else None
+        unwrapped = self.accelerator.unwrap_model(model)
+        policy = used_token_logps(model, batch["input_ids"], batch["attention_mask"], used, unwrapped)  # (2B, T-1)
+        ref = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref_used = batch["response_mask"] if self.head_on_used_positions else None
+                ref = used_token_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], ref_used,
+                                       self.accelerator.unwrap_model(self.ref_model))
+        chosen_mask, rejected_mask = split_pairs(batch["response_mask"])
+        chosen_selected, rejected_selected = split_pairs(batch.get("selected"))
+        policy_chosen, policy_rejected = split_pairs(policy)
+        ref_chosen, ref_rejected = split_pairs(ref)
+        return PairLogps(policy_chosen, policy_rejected, chosen_mask, rejected_mask,
+                         chosen_selected, rejected_selected, ref_chosen, ref_rejected)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        output = self.loss(self.pair_logps(model, inputs), **self.loss_kwargs)
+        loss = output.losses.mean()
+        window = self._window["train" if model.training else "eval"]
+        for name, value in output.metrics().items():
+            window[name].append(value)
+        return (loss, output) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the loss metrics averaged over the window since the last log (``eval_`` ones after an evaluation)."""
+        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._window[split].items():
+            if name != "loss" and values:
+                logs[f"{prefix}{name}"] = sum(values) / len(values)
+        self._window[split].clear()
+        super().log(logs, start_time)
+
+
+# --------------------------------------------------------------------------------------------
+# Config fields shared by the training stages
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainingStageConfig(StageConfig):
+    """Training-loop parameters shared by the oracle and policy stages."""
+
+    output_dir: str = help_field("", help="run directory: config.yaml, metrics.json, timing.json, model/, checkpoints/")
+    seed: int = help_field(0, help="seed of weights' updates, data order (data_seed) and any sampling")
+    learning_rate: float = help_field(5e-7, help="peak learning rate")
+    lr_scheduler_type: str = help_field("linear", help="transformers scheduler name (linear, cosine, constant, ...)")
+    warmup_ratio: float = help_field(0.0, help="fraction of the steps spent warming up the learning rate, in [0, 1)")
+    num_train_epochs: float = help_field(1.0, help="epochs over the training pairs (max_steps > 0 takes precedence, as in transformers)")
+    max_steps: int = help_field(-1, help="if > 0, the number of optimizer steps (overrides num_train_epochs)")
+    per_device_batch_size: int = help_field(8, help="pairs per device per forward pass")
+    gradient_accumulation_steps: int = help_field(1, help="forward passes per optimizer step; global batch = per_device x this x processes")
+    weight_decay: float = help_field(0.0, help="AdamW weight decay")
+    max_grad_norm: float = help_field(1.0, help="gradient clipping norm")
+    bf16: bool = help_field(False, help="bfloat16 mixed precision (GPU)")
+    gradient_checkpointing: bool = help_field(False, help="recompute activations in backward to save memory")
+    logging_steps: int = help_field(1, help="optimizer steps per logged (averaged) metrics window")
+    save_steps: int = help_field(0, help="save a checkpoint every this many optimizer steps (0: none); kept in checkpoints/")
+    save_total_limit: int = help_field(0, help="keep at most this many checkpoints (0: all, e.g. for a reward-vs-KL frontier)")
+    resume_from_checkpoint: str = help_field("", help="'' starts fresh; 'last' resumes from the newest checkpoint in output_dir/checkpoints; or a checkpoint path")
+    max_length: int = help_field(512, help="prompt + response tokens kept (longer sequences are cut)")
+    max_prompt_length: int = help_field(256, help="prompt tokens kept when a sequence is too long (its last ones)")
+    drop_prompt_longer_than: int = help_field(0, help="drop (and count) pairs whose prompt has more tokens than this (0: keep all)")
+    drop_response_shorter_than: int = help_field(0, help="drop (and count) pairs with a response of fewer tokens than this (0: keep all)")
+    chat_template: str = help_field("", help="Jinja chat template (inline, or a path to a .jinja file) for tokenizers without one")
+
+    def validate(self) -> None:
+        self._require(bool(self.output_dir), "output_dir", "a run directory is required")
+        self._require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        self._require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
+        self._require(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs", "must be > 0 unless max_steps > 0")
+        self._require(self.max_steps == -1 or self.max_steps > 0, "max_steps", "-1 (use epochs) or > 0")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length", "max_prompt_length"):
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("save_steps", "save_total_limit", "drop_prompt_longer_than", "drop_response_shorter_than"):
+            self._require(getattr(self, name) >= 0, name, "must be >= 0")
+        self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
+        self._require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+
+def training_arguments(config: TrainingStageConfig, do_eval: bool = False) -> TrainingArguments:
+    """``TrainingArguments`` of a stage: checkpoints under ``output_dir/checkpoints``, no reporting services."""
+    return TrainingArguments(
+        output_dir=str(config.run_dir / CHECKPOINTS),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit or None,
+        eval_strategy="no",
+        do_eval=do_eval,
+        remove_unused_columns=False,
+        label_names=[],
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=quiet(),
+        dataloader_num_workers=0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, with one clear error before any training
+# --------------------------------------------------------------------------------------------
+def _check_source(path: str, field: str, kind: str) -> None:
+    """A local path must exist; anything else must look like a hub id (``org/name``)."""
+    if not path:
+        raise ConfigError(f"{field}: a {kind} path is required")
+    if Path(path).exists():
+        return
+    if Path(path).is_absolute() or path.startswith(".") or not _HUB_ID.match(path):
+        raise ConfigError(f"{field} = {path!r}: no such {kind} directory (and not a hub id of the form org/name)")
+
+
+def load_tokenizer(path: str, field: str, chat_template: str = ""):
+    """Tokenizer of a model directory or hub id, with a pad token and (if given) a chat template."""
+    _check_source(path, field, "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field} = {path!r}: cannot load a tokenizer ({err})") from err
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"{field} = {path!r}: the tokenizer has no eos_token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if chat_template and not getattr(tokenizer, "chat_template", None):
+        template = Path(chat_template)
+        tokenizer.chat_template = template.read_text() if template.suffix == ".jinja" and template.exists() else chat_template
+    return tokenizer
+
+
+def load_causal_lm(path: str, field: str, bf16: bool = False):
+    """A causal LM from a model directory or hub id; a missing path is a :class:`ConfigError` naming ``field``."""
+    _check_source(path, field, "model")
+    if quiet():
+        hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field} = {path!r}: cannot load a causal LM ({err})") from err
+
+
+_FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+
+
+def load_preferences(path: str, split: str, field: str = "data_path") -> Dataset:
+    """One split of preference data: a ``save_to_disk`` directory, a local data file, or a hub dataset id."""
+    _check_source(path, field, "dataset")
+    local = Path(path)
+    try:
+        if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "dataset_info.json").exists()):
+            data = load_from_disk(str(local))
+        elif local.is_file():
+            if local.suffix not in _FILE_FORMATS:
+                raise ConfigError(f"{field} = {path!r}: unknown data file type (use one of {sorted(_FILE_FORMATS)})")
+            data = load_dataset(_FILE_FORMATS[local.suffix], data_files={split or "train": str(local)})
+        else:
+            data = load_dataset(path)
+    except (FileNotFoundError, OSError) as err:
+        raise ConfigError(f"{field} = {path!r}: cannot load a dataset ({err})") from err
+    if isinstance(data, DatasetDict):
+        if not split:
+            raise ConfigError(f"{field} = {path!r} holds splits {sorted(data)}; name one")
+        if split not in data:
+            raise ConfigError(f"{field} = {path!r} has no split {split!r}; splits: {sorted(data)}")
+        return data[split]
+    if split and split != "train" and not local.is_dir():
+        raise ConfigError(f"{field} = {path!r} has a single split; split {split!r} does not exist")
+    return data
+
+
+def require_columns(dataset: Dataset, columns: tuple[str, ...], what: str) -> None:
+    """A :class:`DataError` naming the missing columns when a dataset does not fit a stage."""
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise DataError(f"{what}: missing column(s) {missing}; it has {dataset.column_names}")
+
+
+def resolve_checkpoint(config: TrainingStageConfig) -> str | None:
+    """The checkpoint to resume from (``None`` for a fresh run); a missing one is a :class:`ConfigError`."""
+    value = config.resume_from_checkpoint
+    if not value:
+        return None
+    if value == "last":
+        found = sorted((config.run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if not found:
+            raise ConfigError(f"resume_from_checkpoint = 'last': no checkpoint in {config.run_dir / CHECKPOINTS}")
+        return str(found[-1])
+    if not (Path(value) / "trainer_state.json").exists():
+        raise ConfigError(f"resume_from_checkpoint = {value!r}: not a checkpoint directory (no trainer_state.json)")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics and the run record
+# --------------------------------------------------------------------------------------------
+def train_log_summary(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """Deterministic training metrics from the logged windows (restored on resume, so a resumed run agrees).
+
+    ``train/loss_mean`` averages every logged window, ``train/<name>`` is the last window's value.
+    Wall-clock entries (runtime, samples per second, ...) are left out.
+    """
+    windows = [entry for entry in log_history if "loss" in entry and not any(k.startswith("eval_") for k in entry)]
+    out: dict[str, float] = {}
+    if windows:
+        out["train/loss_mean"] = sum(e["loss"] for e in windows) / len(windows)
+        for name, value in windows[-1].items():
+            if name in ("epoch", "step", "learning_rate", "grad_norm") or not isinstance(value, (int, float)):
+                continue
+            out[f"train/{name}"] = float(value)
+    return out
+
+
+def is_wall_clock(name: str) -> bool:
+    return any(part in name for part in ("runtime", "per_second", "flos"))
+
+
+def save_final_model(trainer: Trainer, config: TrainingStageConfig, tokenizer) -> Path:
+    """The trained weights and the tokenizer under ``output_dir/model`` (gathered from all shards)."""
+    target = config.run_dir / MODEL
+    trainer.save_model(str(target))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(target))
+    return target
+
+
+def write_records(config: TrainingStageConfig, metrics: dict[str, Any], timing: dict[str, Any]) -> None:
+    """``timing.json`` (wall clock), then ``config.yaml`` and ``metrics.json`` (deterministic), written last."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    write_json(config.run_dir / "timing.json", {k: v for k, v in timing.items()})
+    write_run_record(config.run_dir, config, clean)
