@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets.utils import logging as datasets_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
@@ -251,7 +252,7 @@ def training_arguments(config: TrainingStageConfig, do_eval: bool = False) -> Tr
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500,
@@ -280,9 +281,17 @@ def _check_source(path: str, field: str, kind: str) -> None:
         raise ConfigError(f"{field} = {path!r}: no such {kind} directory (and not a hub id of the form org/name)")
 
 
+def silence_library_progress() -> None:
+    """Under CI / ``SEPO_QUIET``, the libraries' own progress bars (weights, dataset saves) are off too."""
+    if quiet():
+        hf_logging.disable_progress_bar()
+        datasets_logging.disable_progress_bar()
+
+
 def load_tokenizer(path: str, field: str, chat_template: str = ""):
     """Tokenizer of a model directory or hub id, with a pad token and (if given) a chat template."""
     _check_source(path, field, "tokenizer")
+    silence_library_progress()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -300,8 +309,7 @@ def load_tokenizer(path: str, field: str, chat_template: str = ""):
 def load_causal_lm(path: str, field: str, bf16: bool = False):
     """A causal LM from a model directory or hub id; a missing path is a :class:`ConfigError` naming ``field``."""
     _check_source(path, field, "model")
-    if quiet():
-        hf_logging.disable_progress_bar()
+    silence_library_progress()
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     except (OSError, ValueError) as err:
