@@ -222,3 +222,19 @@ def test_eval_config_validation():
         EvalConfig(model_dir="m", reference_dir="r", prompt_set="arena_hard", lc_df_gamed_path="x.csv")
     with pytest.raises(ConfigError, match="top_p"):
         EvalConfig(model_dir="m", reference_dir="r", prompt_set="alpaca_eval", top_p=0.0)
+
+
+def test_reward_kl_frontier_one_row_per_checkpoint(run_setup, tokenizer, model_pair, monkeypatch):
+    from sepo.evaluate import reward_kl_frontier
+
+    config, sampler, tmp_path = run_setup
+    policy, reference = model_pair
+    policy.name_or_path = "in-memory/policy"
+    frame = reward_kl_frontier([("dpo", 0, reference), ("dpo", 10, policy), ("sepo", 10, config.model_dir)],
+                               reference, tokenizer, PROMPTS, CountingGold(), num_samples=2, max_new_tokens=16)
+    assert list(frame.columns) == ["method", "step", "kl", "kl_stderr", "reward", "reward_stderr", "n_prompts"]
+    assert frame["kl"].iloc[0] == 0.0 and frame["reward"].iloc[0] == pytest.approx(-1.0)
+    assert frame["reward"].iloc[1] == pytest.approx(0.0) and frame["reward_stderr"].iloc[1] == pytest.approx(0.0)
+    responses = [[" the soup was very good .", " the soup was bad ."]] * 3
+    expected = estimate_kl(policy, reference, tokenizer, PROMPTS, responses, max_new_tokens=16)
+    assert frame["kl"].iloc[1] == pytest.approx(expected["kl"]) and frame["n_prompts"].tolist() == [3, 3, 3]
