@@ -320,7 +320,11 @@ _FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv
 
 
 def load_preferences(path: str, split: str, field: str = "data_path") -> Dataset:
-    """One split of preference data: a ``save_to_disk`` directory, a local data file, or a hub dataset id."""
+    """One split of preference data: a ``save_to_disk`` directory, a local data file, or a hub dataset id.
+
+    A local file holds one split, ``train``. ``split=''`` takes the only split of a one-split source; a
+    saved single ``Dataset`` has no splits, so naming one for it is an error.
+    """
     _check_source(path, field, "dataset")
     local = Path(path)
     try:
@@ -329,19 +333,21 @@ def load_preferences(path: str, split: str, field: str = "data_path") -> Dataset
         elif local.is_file():
             if local.suffix not in _FILE_FORMATS:
                 raise ConfigError(f"{field} = {path!r}: unknown data file type (use one of {sorted(_FILE_FORMATS)})")
-            data = load_dataset(_FILE_FORMATS[local.suffix], data_files={split or "train": str(local)})
+            data = load_dataset(_FILE_FORMATS[local.suffix], data_files={"train": str(local)})  # one file = split "train"
         else:
             data = load_dataset(path)
     except (FileNotFoundError, OSError) as err:
         raise ConfigError(f"{field} = {path!r}: cannot load a dataset ({err})") from err
     if isinstance(data, DatasetDict):
+        if not split and len(data) == 1:
+            return next(iter(data.values()))
         if not split:
             raise ConfigError(f"{field} = {path!r} holds splits {sorted(data)}; name one")
         if split not in data:
             raise ConfigError(f"{field} = {path!r} has no split {split!r}; splits: {sorted(data)}")
         return data[split]
-    if split and split != "train" and not local.is_dir():
-        raise ConfigError(f"{field} = {path!r} has a single split; split {split!r} does not exist")
+    if split:
+        raise ConfigError(f"{field} = {path!r} is a single dataset without splits; split {split!r} does not exist (use '')")
     return data
 
 
