@@ -136,3 +136,11 @@ def test_alpaca_eval_judge_reads_the_logprob_preference_and_skips_unparseable():
     assert prefs[3] == pytest.approx(1.8)
     assert len(client.calls) == 3  # the repeated row is judged once
     assert client.calls[0]["model"] == "my-judge" and client.calls[0]["max_tokens"] == 1 and client.calls[0]["logprobs"]
+
+
+def test_gold_judge_wraps_the_world_gold_reward():
+    world_judge = pytest.importorskip("sepo.world.judge")
+    judge = build_judge("gold", gold=world_judge.GoldJudge())
+    prompts = ["review of the soup :"] * 2
+    assert judge.compare(prompts, ["the soup was bad .", "the soup was good ."],
+                         ["the soup was very good .", "the soup was good ."]) == [2.0, 1.5]
