@@ -229,6 +229,9 @@ class TrainingStageConfig(StageConfig):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
         self._require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        # a checkpoint between two logs would make a resumed run log a shorter window than an uninterrupted one
+        self._require(self.save_steps % self.logging_steps == 0, "save_steps",
+                      f"must be a multiple of logging_steps = {self.logging_steps} (so a resumed run logs the same windows)")
 
     @property
     def run_dir(self) -> Path:
