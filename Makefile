@@ -22,7 +22,7 @@ reproduce: $(STAMP)
 	$(PY) -m sepo.reproduce
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q tests --nbval-lax notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -99,6 +99,21 @@ class ExperimentConfig(StageConfig):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
 
 
+def resolve(path: str | Path) -> Path:
+    """A path as given if absolute, else relative to the repository root (notebooks run from notebooks/)."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
+
+
+def config_from(namespace: dict, cls=None) -> "ExperimentConfig":
+    """An :class:`ExperimentConfig` (or ``cls``) from the variables of a notebook's parameters cell."""
+    cls = cls or ExperimentConfig
+    values = {name: namespace[name] for name in cls.help() if name in namespace}
+    if "seeds" in values:
+        values["seeds"] = tuple(values["seeds"])
+    return cls.from_dict(values)
+
+
 def world_config(name: str):
     """The :class:`~sepo.world.build.WorldConfig` named by an experiment's ``world`` parameter."""
     from sepo.world.build import WorldConfig, smoke_world_config
@@ -131,7 +146,7 @@ class Pipeline:
         from sepo.world.build import build_world
 
         self.config = config
-        self.cache = Path(config.cache_dir)
+        self.cache = resolve(config.cache_dir)
         self.world = build_world(world_config(config.world), root=self.cache / "world")
 
     # --- data ---------------------------------------------------------------------------
@@ -233,7 +248,7 @@ def summarize_evaluation(metrics: dict) -> dict[str, float]:
 
 def write_results(results_dir: str | Path, config: StageConfig, metrics: dict, tables: dict[str, Any] | None = None) -> Path:
     """Write a notebook's ``config.yaml``, ``metrics.json`` and markdown tables into ``results_dir``."""
-    out = Path(results_dir)
+    out = resolve(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config.to_yaml())
     write_json(out / "metrics.json", metrics)
@@ -267,6 +282,39 @@ def token_agreement(scored, k: float = 0.3, seed: int = 0, score_columns: tuple[
         out[f"{side}/spearman"] = analysis.rank_agreement(scores, gold)
         for name, value in analysis.selection_agreement(scores, gold, k, largest=largest, seed=seed).items():
             out[f"{side}/{name}"] = value
+    return out
+
+
+def pair_walkthrough(pipe: Pipeline, oracle_dir: str | Path, index: int, k: float = 0.3) -> dict[str, Any]:
+    """Everything the walkthrough shows for one scored pair: tokens, oracle rewards, gold credit, the
+    SePO selection, and the SFT policy's per-token log-probs at the response tokens."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from sepo.data import build_sequences
+    from sepo.logprobs import token_logps
+    from sepo.selectors import select_from_scores
+    from sepo.trainer import load_causal_lm
+
+    scored = load_scored_run(oracle_dir)
+    if not 0 <= index < len(scored):
+        raise ConfigError(f"pair_index = {index}: the scored data has {len(scored)} pairs")
+    row = scored[index]
+    tokenizer = AutoTokenizer.from_pretrained(str(pipe.world.tokenizer_path))
+    (sel_w,), (sel_l,) = select_from_scores([row["chosen_scores"]], [row["rejected_scores"]], "sepo", k_w=k, k_l=k)
+    policy = load_causal_lm(pipe.sft_path(pipe.config.policy_size), "policy").eval()
+    batch = build_sequences([row["prompt_ids"]] * 2, [row["chosen_ids"], row["rejected_ids"]], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps = token_logps(policy, batch["input_ids"], batch["attention_mask"])
+    out = {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"],
+           "chosen_gold": row.get("chosen_gold"), "rejected_gold": row.get("rejected_gold")}
+    for i, side, sel in ((0, "chosen", sel_w), (1, "rejected", sel_l)):
+        out[f"{side}_tokens"] = tokenizer.convert_ids_to_tokens(row[f"{side}_ids"])
+        out[f"{side}_ids"] = row[f"{side}_ids"]
+        out[f"{side}_scores"] = row[f"{side}_scores"]
+        out[f"{side}_credit"] = gold_token_credit(scored.select([index]), side)[0]
+        out[f"{side}_selected"] = sel
+        out[f"{side}_logps"] = logps[i][batch["response_mask"][i]].tolist()
     return out
 
 
@@ -658,3 +706,27 @@ def cross_tokenizer(pipe: Pipeline, k: float = 0.3) -> tuple[Any, dict]:
                           effects, [stats.verdict(effects[0])],
                           "the verdict reads the first effect; the second shows what is lost against a same-tokenizer oracle")}
     return frame, claims
+
+
+def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judge: str) -> dict[str, Any]:
+    """Train one policy (as in the main table) and run the benchmark flow on it: sample it and its SFT
+    model on ``prompt_set`` ("mini": the world's held-out prompts; or a benchmark of ``data/benchmarks``),
+    judge the pairs with ``judge`` ("gold" offline; an LLM judge needs an API key), win rates and KL."""
+    from sepo.evaluate import EvalConfig, run_evaluate
+
+    c = pipe.config
+    seed = c.seeds[0]
+    recipe = method(method_name)
+    oracle_dir = pipe.oracle(seed)[0] if recipe.loss == "sepo" else None
+    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir)
+    config = EvalConfig(
+        model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
+        prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,
+        num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=64, judge=judge,
+        generator=f"{method_name}-{c.policy_size}", reference_generator=f"SFT-{c.policy_size}",
+    )
+    run_dir, metrics = cached_run("evaluate", config, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge), pipe.cache,
+                                  out_field="out_dir")
+    judge_label = "mini-world gold judge (VADER + degeneracy terms), not an LLM" if judge == "gold" else f"LLM judge: {judge}"
+    return {"judge": judge_label, "prompt_set": prompt_set, "method": method_name, "outputs_dir": str(run_dir),
+            "metrics": metrics, **({"summary": summarize_evaluation(metrics)} if "vs_reference" in metrics else {})}

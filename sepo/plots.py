@@ -1,0 +1,93 @@
+"""Figures of the notebooks (matplotlib/seaborn), each saved explicitly as a PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save(fig, results_dir: str | Path, name: str) -> Path:
+    """Save ``fig`` as ``<results_dir>/<name>.png`` (a relative directory is under the repository root)."""
+    from sepo.experiments import resolve
+
+    path = resolve(results_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def token_heatmap(tokens: Sequence[str], rows: dict[str, Sequence[float]], title: str = ""):
+    """One row per series (e.g. oracle reward, gold credit, selected) over the tokens of a response."""
+    data = np.array([list(v) for v in rows.values()], dtype=float)
+    scale = np.nanmax(np.abs(data), axis=1, keepdims=True)
+    scale[scale == 0] = 1.0
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(tokens)), 0.8 + 0.6 * len(rows)))
+    sns.heatmap(data / scale, ax=ax, cmap="RdBu_r", center=0, vmin=-1, vmax=1, cbar=False,
+                annot=np.round(data, 2), fmt="", annot_kws={"size": 7}, xticklabels=list(tokens), yticklabels=list(rows))
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=60, ha="right", fontsize=8)
+    ax.set_title(title or "per-token values (colour scaled per row)")
+    return fig
+
+
+def bars(frame, x: str, y: str, hue: str | None = None, title: str = "", ylabel: str | None = None, reference: float | None = None):
+    """Mean over seeds with 95% t-intervals (seaborn's errorbar), one bar per ``x``."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * frame[x].nunique()), 3.5))
+    sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax, errorbar=("ci", 95), capsize=0.1)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=1, ls="--")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel or y)
+    ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def lines(frame, x: str, y: str, hue: str | None = None, title: str = "", reference: float | None = None, logx: bool = False):
+    """Mean over seeds with 95% intervals against a swept parameter."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(data=frame, x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=1, ls="--")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    return fig
+
+
+def frontier(curves, title: str = "gold reward vs KL to the SFT model"):
+    """Reward-vs-KL frontier per method, one line per seed's checkpoints."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (method, seed), part in curves.sort_values("step").groupby(["method", "seed"]):
+        part = part.sort_values("kl")
+        ax.plot(part.kl, part.reward, marker="o", ms=3, label=f"{method} (seed {seed})")
+    ax.set_xlabel("KL(policy || SFT), nats per response")
+    ax.set_ylabel("gold reward")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def histograms(values: dict[str, Sequence[float]], title: str = "", xlabel: str = ""):
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, v in values.items():
+        sns.histplot(np.asarray(v, dtype=float), ax=ax, label=name, stat="density", bins=40, element="step", fill=False)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.legend()
+    return fig
+
+
+def heatmap_grid(frame, index: str, columns: str, values: str, title: str = ""):
+    table = frame.pivot_table(index=index, columns=columns, values=values, aggfunc="mean")
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax)
+    ax.set_title(title)
+    return fig
