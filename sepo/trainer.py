@@ -177,12 +177,15 @@ class PreferenceTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the loss metrics averaged over the window since the last log (``eval_`` ones after an evaluation)."""
+        """Add the loss metrics averaged over the window since the last log and over processes (``eval_`` after an evaluation)."""
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
         prefix = "eval_" if split == "eval" else ""
-        for name, values in self._window[split].items():
-            if name != "loss" and values:
-                logs[f"{prefix}{name}"] = sum(values) / len(values)
+        names = sorted(name for name, values in self._window[split].items() if name != "loss" and values)
+        if names:
+            local = torch.tensor([sum(self._window[split][n]) / len(self._window[split][n]) for n in names],
+                                 device=self.args.device)  # (metrics,)
+            averaged = self.accelerator.gather(local[None]).mean(0)  # mean over processes
+            logs.update({f"{prefix}{name}": float(value) for name, value in zip(names, averaged.tolist())})
         self._window[split].clear()
         super().log(logs, start_time)
 
