@@ -294,9 +294,19 @@ def silence_library_progress() -> None:
         datasets_logging.disable_progress_bar()
 
 
+def read_chat_template(value: str) -> str:
+    """A chat template given inline, or the text of a ``.jinja`` file (which must exist)."""
+    if value.endswith(".jinja"):
+        if not Path(value).is_file():
+            raise ConfigError(f"chat_template = {value!r}: no such file (relative paths start at the working directory)")
+        return Path(value).read_text()
+    return value
+
+
 def load_tokenizer(path: str, field: str, chat_template: str = ""):
     """Tokenizer of a model directory or hub id, with a pad token and (if given) a chat template."""
     _check_source(path, field, "tokenizer")
+    template = read_chat_template(chat_template) if chat_template else ""
     silence_library_progress()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -306,9 +316,8 @@ def load_tokenizer(path: str, field: str, chat_template: str = ""):
         raise ConfigError(f"{field} = {path!r}: the tokenizer has no eos_token")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if chat_template and not getattr(tokenizer, "chat_template", None):
-        template = Path(chat_template)
-        tokenizer.chat_template = template.read_text() if template.suffix == ".jinja" and template.exists() else chat_template
+    if template and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = template
     return tokenizer
 
 

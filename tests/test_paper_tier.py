@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from conftest import train_tiny_tokenizer
-from sepo.errors import DataError
+from sepo.errors import ConfigError, DataError
 from sepo.oracle import OracleConfig, run_oracle
 from sepo.paper import prepare_preferences, split_conversation
 from sepo.policy import PolicyConfig, run_policy
@@ -78,6 +78,10 @@ def test_oracle_scoring_sepo_on_tiny_pythia_and_llama(world):
     assert metrics["data/oracle/rows_in"] == 13 and metrics["data/target/rows_in"] == 13
     assert metrics["data/oracle_pairs"] + metrics["data/target_pairs_scored"] == 24
     assert metrics["data/eval/rows_out"] == 8
+    with pytest.raises(ConfigError, match="chat_template"):
+        run_oracle(OracleConfig.from_dict(oracle.to_dict(), chat_template="missing/template.jinja",
+                                          output_dir=str(world["root"] / "no-template")))
+    assert not (world["root"] / "no-template").exists()
     # the prompts went through the chat template; responses are the last assistant turn + EOS
     scored = json.loads((oracle.run_dir / "scored" / "scoring.json").read_text())
     assert scored["beta"] == oracle.beta
