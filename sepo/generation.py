@@ -1,0 +1,88 @@
+"""Sampling responses from any causal LM: batched ``model.generate`` with left padding.
+
+Prompts are encoded exactly as training and scoring encode them (:func:`sepo.data.tokenize_prompt`,
+so with the tokenizer's BOS), left-padded into batches (so every prompt ends where generation
+starts), and sampled until EOS or ``max_new_tokens``. The returned text is the decoded response
+alone, without EOS or padding, ready to be re-tokenised by :func:`sepo.data.tokenize_response`.
+
+Samples are deterministic for a seed: the generator is seeded once per call (inside
+``torch.random.fork_rng``, so the caller's random state is untouched) and batches are drawn in a
+fixed order. The same prompts, seed and ``batch_size`` give the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from sepo.data import tokenize_prompt
+from sepo.errors import ConfigError
+from sepo.utils import progress
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ``input_ids`` and ``attention_mask`` with the padding on the left."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        input_ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+        attention_mask[i, width - len(s):] = 1
+    return input_ids, attention_mask
+
+
+def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:
+    """The tokens before the first EOS (all of them if none was sampled)."""
+    ids = list(ids)
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+@torch.inference_mode()
+def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 1, max_new_tokens: int = 64,
+                     temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
+                     min_new_tokens: int = 0) -> list[list[str]]:
+    """``num_samples`` responses for each prompt: a list (one per prompt) of lists of strings.
+
+    ``temperature = 0`` decodes greedily (then every sample of a prompt is the same). Prompts are
+    strings or message lists (rendered by the chat template, as in :func:`sepo.data.tokenize_prompt`).
+    ``min_new_tokens`` forbids EOS before that many tokens.
+    """
+    if num_samples < 1:
+        raise ConfigError(f"num_samples = {num_samples}: must be >= 1")
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens = {max_new_tokens}: must be >= 1 (a response cannot be empty)")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ConfigError(f"min_new_tokens = {min_new_tokens}: must be in [0, max_new_tokens = {max_new_tokens}]")
+    if temperature < 0:
+        raise ConfigError(f"temperature = {temperature}: must be >= 0")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p = {top_p}: must be in (0, 1]")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size = {batch_size}: must be >= 1")
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ConfigError("the tokenizer has no eos_token; generation could never stop")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {
+        "do_sample": False}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = []
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        torch.manual_seed(seed)
+        starts = range(0, len(prompts), batch_size)
+        for start in progress(starts, desc="sampling", total=len(starts)):
+            encoded = [tokenize_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+            input_ids, attention_mask = left_pad(encoded, pad_id)
+            generated = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
+                num_return_sequences=num_samples, eos_token_id=eos_id, pad_token_id=pad_id, **sampling,
+            )  # (B * num_samples, T + new), the samples of one prompt adjacent
+            new_tokens = generated[:, input_ids.shape[1]:].tolist()
+            texts = [tokenizer.decode(strip_after_eos(ids, eos_id), skip_special_tokens=True) for ids in new_tokens]
+            out.extend(texts[i : i + num_samples] for i in range(0, len(texts), num_samples))
+    model.train(was_training)
+    return out

@@ -1,0 +1,166 @@
+"""SFT stage: supervised fine-tuning of a causal LM on (prompt, completion) text.
+
+The data are in TRL's prompt-completion format: columns ``prompt`` and ``completion`` (strings,
+or a message list for ``prompt``). Each example is tokenised exactly as preference pairs are
+(:func:`sepo.data.tokenize_prompt` + :func:`sepo.data.tokenize_response`): the sequence is the
+prompt's ids (with BOS) followed by the completion's ids and EOS. The loss is the causal-LM
+cross-entropy on the **completion tokens and EOS only**: prompt positions carry the label -100, so
+the model learns to answer, and to stop, not to reproduce prompts. (Every token of one batch
+counts equally: the loss is the mean over the batch's completion tokens.)
+
+The model either continues from ``model_path`` or, in the mini world, starts from random weights
+of a named size (:data:`sepo.world.models.MODEL_SIZES`) over the tokenizer at ``tokenizer_path``.
+
+Run directory: ``model/`` (weights + tokenizer), ``config.yaml``, ``metrics.json``,
+``timing.json``, and ``checkpoints/`` when ``save_steps`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import Trainer
+
+from sepo.config import help_field
+from sepo.data import tokenize_prompt, tokenize_response
+from sepo.errors import DataError
+from sepo.trainer import (
+    TrainingStageConfig,
+    is_wall_clock,
+    load_causal_lm,
+    load_preferences,
+    load_tokenizer,
+    require_columns,
+    resolve_checkpoint,
+    save_final_model,
+    silence_library_progress,
+    train_log_summary,
+    training_arguments,
+    write_records,
+)
+from sepo.utils import quiet, seed_everything
+
+SFT_COLUMNS = ("prompt", "completion")
+IGNORE = -100  # label of positions left out of the loss
+
+
+@dataclasses.dataclass
+class SFTConfig(TrainingStageConfig):
+    """Parameters of the SFT stage (also the parameter cell of its notebook)."""
+
+    learning_rate: float = help_field(1e-3, help="peak learning rate")
+    data_path: str = help_field("", help="prompt-completion data: save_to_disk directory, json/jsonl/parquet file, or hub id")
+    split: str = help_field("train", help="split of data_path to train on")
+    model_path: str = help_field("", help="model to fine-tune (directory or hub id); '' to start from random weights of model_size")
+    model_size: str = help_field("", help="named mini-world size (sepo.world.models.MODEL_SIZES) when starting from random weights")
+    tokenizer_path: str = help_field("", help="tokenizer directory; '' for model_path's own tokenizer (required with model_size)")
+    max_positions: int = help_field(256, help="position embeddings of a model built from model_size")
+
+    def validate(self) -> None:
+        super().validate()
+        self._require(bool(self.data_path), "data_path", "a prompt-completion data path is required")
+        self._require(bool(self.model_path) != bool(self.model_size), "model_path",
+                      f"give exactly one of model_path and model_size (model_size = {self.model_size!r})")
+        if self.model_size:
+            from sepo.world.models import MODEL_SIZES
+
+            self._require(self.model_size in MODEL_SIZES, "model_size", f"known sizes: {list(MODEL_SIZES)}")
+            self._require(bool(self.tokenizer_path), "tokenizer_path", "a model built from model_size needs a tokenizer")
+        self._require(self.max_positions >= self.max_length, "max_positions", f"must be >= max_length = {self.max_length}")
+
+
+def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Dataset, dict[str, int]]:
+    """``input_ids`` (prompt + completion + EOS) and ``labels`` (-100 on prompt positions) of each example.
+
+    Filters and cuts follow the preference stages: drop (and count) examples whose prompt has more than
+    ``drop_prompt_longer_than`` tokens or whose completion has fewer than ``drop_response_shorter_than``;
+    then a sequence over ``max_length`` keeps the prompt's last ``max_prompt_length`` tokens and is cut
+    at the end. An empty completion is an error naming the row.
+    """
+    require_columns(dataset, SFT_COLUMNS, f"{config.data_path} [{config.split}]")
+    report = {"rows_in": len(dataset), "dropped_long_prompt": 0, "dropped_short_response": 0, "truncated": 0}
+    input_ids, labels = [], []
+    for index, row in enumerate(dataset):
+        if not isinstance(row["completion"], str) or not row["completion"].strip():
+            raise DataError(f"row {index}: field 'completion' must be a non-empty string")
+        prompt_ids = tokenize_prompt(tokenizer, row["prompt"])
+        if not prompt_ids:
+            raise DataError(f"row {index}: field 'prompt' gives no token")
+        completion_ids, _ = tokenize_response(tokenizer, row["completion"])
+        if config.drop_prompt_longer_than and len(prompt_ids) > config.drop_prompt_longer_than:
+            report["dropped_long_prompt"] += 1
+            continue
+        if config.drop_response_shorter_than and len(completion_ids) - 1 < config.drop_response_shorter_than:
+            report["dropped_short_response"] += 1
+            continue
+        if len(prompt_ids) + len(completion_ids) > config.max_length:
+            report["truncated"] += 1
+            prompt_ids = prompt_ids[-config.max_prompt_length:]
+            completion_ids = completion_ids[: config.max_length - len(prompt_ids)]
+        input_ids.append(prompt_ids + completion_ids)
+        labels.append([IGNORE] * len(prompt_ids) + completion_ids)
+    report["rows_out"] = len(input_ids)
+    if not input_ids:
+        raise DataError(f"no example left after filtering: {report}")
+    return Dataset.from_dict({"input_ids": input_ids, "labels": labels}), {f"data/{k}": v for k, v in report.items()}
+
+
+@dataclasses.dataclass
+class SFTCollator:
+    """Right-pads ``input_ids`` (with ``pad_id``) and ``labels`` (with -100) into (B, T) tensors."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(f["input_ids"])
+            labels[i, :n] = torch.as_tensor(f["labels"])
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _initial_model(config: SFTConfig, tokenizer):
+    if config.model_path:
+        return load_causal_lm(config.model_path, "model_path", config.bf16)
+    from sepo.world.models import make_model
+
+    return make_model(config.model_size, tokenizer, config.seed, config.max_positions)
+
+
+def run_sft(config: SFTConfig, callbacks: tuple = ()) -> dict[str, Any]:
+    """Fine-tune, save ``model/`` with its tokenizer, write the run record; returns the metrics."""
+    seed_everything(config.seed)
+    silence_library_progress()
+    checkpoint = resolve_checkpoint(config)
+    tokenizer_source = config.tokenizer_path or config.model_path
+    tokenizer = load_tokenizer(tokenizer_source, "tokenizer_path" if config.tokenizer_path else "model_path",
+                               config.chat_template)
+    data, metrics = tokenize_sft(load_preferences(config.data_path, config.split), tokenizer, config)
+    model = _initial_model(config, tokenizer)
+    trainer = Trainer(model=model, args=training_arguments(config), train_dataset=data,
+                      data_collator=SFTCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=list(callbacks))
+    if quiet():
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    timing: dict[str, Any] = {k: v for k, v in output.metrics.items() if is_wall_clock(k)}
+    timing["total_seconds"] = time.perf_counter() - started
+    metrics.update(train_log_summary(trainer.state.log_history))
+    metrics["train/global_step"] = trainer.state.global_step
+    metrics["model/parameters"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    save_final_model(trainer, config, tokenizer)
+    if trainer.is_world_process_zero():
+        write_records(config, metrics, timing)
+    return metrics
