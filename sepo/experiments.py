@@ -210,7 +210,7 @@ class Pipeline:
             split="" if recipe.loss == "sepo" or Path(data, "scored").is_dir() else "train",
             selection=recipe.selection, k_w=recipe.k_w, k_l=recipe.k_l, p=recipe.p, selection_seed=seed,
             num_train_epochs=c.policy_epochs if epochs is None else epochs, learning_rate=c.policy_lr, per_device_batch_size=c.batch_size,
-            max_pairs=c.max_pairs, seed=seed, logging_steps=10, save_steps=save_steps, max_length=128,
+            max_pairs=c.max_pairs, seed=seed, logging_steps=save_steps or 10, save_steps=save_steps, max_length=128,
             max_prompt_length=32, warmup_ratio=0.1,
         )
         return cached_run("policy", config, run_policy, self.cache)

@@ -58,7 +58,7 @@ class PolicyConfig(TrainingStageConfig):
     model_path: str = help_field("", help="initial policy weights (SFT model) directory or hub id")
     loss: str = help_field("sepo", help=f"registry loss: one of {sorted(LOSSES)}")
     loss_kwargs: dict = help_field({}, help="the loss's hyper-parameters (checked against the registry), e.g. {gamma: 1.0}")
-    reference_path: str = help_field("", help="reference model for losses that need one (dpo, ipo, selective_dpo); not loaded otherwise")
+    reference_path: str = help_field("", help="reference model for losses that need one (dpo, ipo, selective_dpo); must be '' otherwise")
     data_path: str = help_field("", help="an oracle run directory / its scored/ dataset (needed by sepo), or any preference data")
     split: str = help_field("", help="split of data_path when it holds several ('' for a single dataset)")
     selection: str = help_field("sepo", help=f"offline token selection for sepo: one of {list(OFFLINE_METHODS)}")
@@ -80,6 +80,8 @@ class PolicyConfig(TrainingStageConfig):
         self._require(not unknown, "loss_kwargs", f"{unknown} not taken by loss {self.loss!r} (it takes {sorted(spec.hyperparameters)})")
         self._require(not spec.needs_reference or bool(self.reference_path), "reference_path",
                       f"loss {self.loss!r} needs a reference model")
+        self._require(spec.needs_reference or not self.reference_path, "reference_path",
+                      f"loss {self.loss!r} is reference-free and would not use it; leave it empty")
         self._require(self.selection in OFFLINE_METHODS, "selection", f"one of {list(OFFLINE_METHODS)}")
         for name in ("k_w", "k_l", "p"):
             try:

@@ -75,6 +75,8 @@ def test_reference_free_baselines_run_on_raw_preference_data(world):
 def test_config_errors_name_the_parameter(world):
     with pytest.raises(ConfigError, match="reference_path.*needs a reference"):
         config(world, "e", loss="dpo")
+    with pytest.raises(ConfigError, match="reference_path.*reference-free and would not use it"):
+        config(world, "e", loss="sepo", reference_path="some/model")
     with pytest.raises(ConfigError, match=r"loss_kwargs.*\['beta'\] not taken by loss 'sepo'"):
         config(world, "e", loss_kwargs={"beta": 1.0})
     with pytest.raises(ConfigError, match="loss"):
