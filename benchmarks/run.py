@@ -1,0 +1,308 @@
+"""Speed and memory of SePO's pipeline vs TRL's DPO, written to ``results/performance.md``.
+
+Run: ``make bench`` (= ``.venv/bin/python benchmarks/run.py``); ``--whole-commands`` also times
+``make test`` and ``make reproduce`` in fresh processes (kept in ``results/whole_commands.json``
+and shown by later runs). Every measurement runs in a fresh process (``policy_step.py``,
+``token_scoring.py``); variants are interleaved round by round, and each ratio is taken within a
+round (variants measured minutes apart on a shared machine drift together), then summarised by
+the median and the spread (min-max) over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_common import ROOT, THREADS, run_worker
+from compute_estimate import estimate_table
+
+STEP_VARIANTS = ("trl_dpo", "sepo_full_head", "sepo_used_head")
+SCORING_VARIANTS = ("floor", "ours", "official")
+TARGETS = {4000: 0.35, 32000: 0.12}  # step-time ratio targets of the issue, by vocabulary
+SCORING_TARGET = 0.9
+COMMANDS_FILE = ROOT / "results" / "whole_commands.json"
+COMMAND_TARGETS = {"make test": 10 * 60, "make reproduce": 20 * 60}
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med) + " (1 round)"
+    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def machine() -> dict[str, str]:
+    import torch
+    import transformers
+    import trl
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads_used": str(THREADS), "os": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__, "commit": commit, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+def policy_steps(args) -> dict:
+    rows: dict[tuple[int, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for vocab in args.vocabs:
+            for variant in STEP_VARIANTS:
+                print(f"[step] round {r + 1}/{args.rounds} vocab {vocab} {variant} (load {load()})", flush=True)
+                out = run_worker("policy_step.py", {"variant": variant, "vocab": vocab, "response_len": args.response_len,
+                                                    "prompt_len": args.prompt_len, "batch": args.batch,
+                                                    "steps": args.steps, "warmup": args.warmup})
+                rows.setdefault((vocab, variant), []).append(out[0])
+    return rows
+
+
+def scoring(args) -> dict:
+    rows: dict[tuple[int, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for vocab in args.vocabs:
+            for variant in SCORING_VARIANTS:
+                print(f"[scoring] round {r + 1}/{args.rounds} vocab {vocab} {variant} (load {load()})", flush=True)
+                out = run_worker("token_scoring.py", {"variant": variant, "vocab": vocab, "response_len": args.response_len,
+                                                      "prompt_len": args.prompt_len, "pairs": args.pairs,
+                                                      "batch": args.batch, "repeats": args.score_repeats})
+                rows.setdefault((vocab, variant), []).append(out[0])
+    return rows
+
+
+def scaling(args) -> dict:
+    lengths = ",".join(str(n) for n in args.scaling_response_lens)
+    rows: dict[tuple[int, str], list[dict]] = {}
+    for vocab in args.vocabs:
+        for variant in ("trl_dpo", "sepo_used_head"):
+            print(f"[scaling] vocab {vocab} step {variant} (load {load()})", flush=True)
+            rows[(vocab, variant)] = run_worker("policy_step.py", {"variant": variant, "vocab": vocab, "response_len": lengths,
+                                                                   "prompt_len": args.prompt_len, "batch": args.batch,
+                                                                   "steps": max(2, args.steps - 1), "warmup": 1})
+        print(f"[scaling] vocab {vocab} scoring (load {load()})", flush=True)
+        rows[(vocab, "ours")] = run_worker("token_scoring.py", {"variant": "ours", "vocab": vocab, "response_len": lengths,
+                                                                "prompt_len": args.prompt_len, "pairs": args.pairs,
+                                                                "batch": args.batch, "repeats": 2})
+    return rows
+
+
+def whole_commands() -> dict:
+    """Wall time of ``make test`` and ``make reproduce``, each in a fresh process from the repository root."""
+    out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commands": {}}
+    for command in COMMAND_TARGETS:
+        print(f"[commands] {command} (load {load()})", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True)
+        out["commands"][command] = {"seconds": time.perf_counter() - start, "returncode": done.returncode,
+                                    "tail": done.stdout[-400:]}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+def step_section(rows: dict, args) -> list[str]:
+    lines = ["## 1. Policy step: SePO (ours) vs TRL `DPOTrainer`", "",
+             f"One optimizer step on {args.batch} pairs, prompt {args.prompt_len} + response {args.response_len} tokens, "
+             f"4-layer d=256 Llama, float32, torch AdamW, {THREADS} threads; {args.warmup} warm-up + {args.steps} timed steps "
+             f"per process, {args.rounds} rounds of fresh processes. Ratio = our step / TRL's step in the same round; "
+             "values are `median [min-max over rounds]`. SePO selects k = 30% of each response's tokens.", "",
+             "| vocab | variant | step s | ratio to TRL | target | peak RSS rise MiB | of which during steps |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for vocab in args.vocabs:
+        trl = rows[(vocab, "trl_dpo")]
+        for variant in STEP_VARIANTS:
+            runs = rows[(vocab, variant)]
+            ratios = [o["step_seconds"]["median"] / t["step_seconds"]["median"] for o, t in zip(runs, trl)]
+            target = f"<= {TARGETS[vocab]:.2f}" if variant == "sepo_used_head" and vocab in TARGETS else ""
+            lines.append(f"| {vocab} | {variant} | {spread([o['step_seconds']['median'] for o in runs])} | "
+                         f"{spread(ratios) if variant != 'trl_dpo' else '1'} | {target} | "
+                         f"{spread([o['peak_rise_mib'] for o in runs], '{:.0f}')} | {spread([o['step_rise_mib'] for o in runs], '{:.0f}')} |")
+            if target:
+                met = statistics.median(ratios) <= TARGETS[vocab]
+                verdicts.append(f"- vocab {vocab}: step ratio {statistics.median(ratios):.2f} vs target {TARGETS[vocab]:.2f}: "
+                                f"**{'met' if met else 'missed'}**")
+        ours_peak = statistics.median(o["peak_rise_mib"] for o in rows[(vocab, "sepo_used_head")])
+        trl_peak = statistics.median(o["peak_rise_mib"] for o in trl)
+        ref = trl[0]["model_mib"]
+        verdicts.append(f"- vocab {vocab}: peak memory TRL - ours = {trl_peak - ours_peak:.0f} MiB vs the reference model's "
+                        f"weights {ref:.0f} MiB: **{'met' if trl_peak - ours_peak >= ref else 'missed'}**")
+    return lines + ["", "Targets:", *verdicts, "",
+                    "Peak RSS rise = process peak (`ru_maxrss`) after the steps minus the peak after imports, so it holds the "
+                    "model(s), gradients, AdamW state and the step's activations; 'during steps' is the part reached after the "
+                    "trainer was built. `sepo_full_head` runs the LM head at every position, `sepo_used_head` only at the "
+                    "selected tokens (`head_on_used_positions`, the default of the policy stage).", ""]
+
+
+def scoring_section(rows: dict, args) -> list[str]:
+    lines = ["## 2. Token scoring throughput", "",
+             f"{args.pairs} pairs (prompt {args.prompt_len} + response {args.response_len} tokens; chosen and rejected responses "
+             f"are scored), oracle and reference = two 4-layer d=256 Llamas, batches of {args.batch} pairs; "
+             f"{args.score_repeats} timed passes per process after a warm-up, {args.rounds} rounds. `floor` = the bare forward "
+             "passes of both models on the same batches; `ours` = `sepo.scoring.token_rewards`; `official` = the released "
+             "scoring loop re-implemented (one sequence at a time, full-vocabulary log-softmax, rewards moved to host, one "
+             "`argmax` per selected token). Ratios are taken within a round.", "",
+             "| vocab | variant | response tokens/s | ours / variant (throughput) |", "| --- | --- | --- | --- |"]
+    verdicts = []
+    for vocab in args.vocabs:
+        ours = rows[(vocab, "ours")]
+        for variant in SCORING_VARIANTS:
+            runs = rows[(vocab, variant)]
+            ratio = [o["tokens_per_second"] / v["tokens_per_second"] for o, v in zip(ours, runs)]
+            lines.append(f"| {vocab} | {variant} | {spread([v['tokens_per_second'] for v in runs], '{:.0f}')} | "
+                         f"{spread(ratio) if variant != 'ours' else '1'} |")
+            if variant == "floor":
+                met = statistics.median(ratio) >= SCORING_TARGET
+                verdicts.append(f"- vocab {vocab}: ours / floor = {statistics.median(ratio):.2f} vs target >= {SCORING_TARGET}: "
+                                f"**{'met' if met else 'missed'}**")
+        select = [o["select_seconds"]["median"] for o in ours]
+        verdicts.append(f"- vocab {vocab}: SePO selection of all {args.pairs} pairs (`select_from_scores`, vectorised top-k) "
+                        f"took {spread(select, '{:.4f}')} s, inside `ours` above.")
+    gpu = ["", "**GPU estimate (not measured).** On a GPU the official loop pays per selected token a kernel launch plus a "
+           "device-to-host sync for `.item()` (~10-30 us each), and per response two batch-1 forwards that leave most of the "
+           "device idle. For a 256-token response at k = 0.3 that is ~77 syncs, ~1-2 ms, comparable to the batch-1 forwards "
+           "of a 410M oracle (~2-5 ms each), while a batched, head-at-response-positions pass amortises the forwards over "
+           "the batch. Estimate: the batched scorer is ~3-10x faster than the official loop on a GPU (vs the CPU ratio "
+           "above, where compute dominates and batching buys little)."]
+    return lines + ["", "Targets:", *verdicts, *gpu, ""]
+
+
+def scaling_section(rows: dict, steps: dict, scores: dict, args) -> list[str]:
+    lines = ["## 4. How cost grows", "",
+             f"Prompt {args.prompt_len} tokens; step = {args.batch} pairs; scoring = our scorer on {args.pairs} pairs. "
+             f"The response-{args.response_len} rows are the medians of sections 1-2; the others come from one process per "
+             "(vocab, variant) with the lengths measured in turn.", "",
+             "| vocab | seq length | scoring s per 1k response tokens | TRL DPO step s | SePO step s (head at used) | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for vocab in args.vocabs:
+        entries = {}
+        for i, n in enumerate(args.scaling_response_lens):
+            entries[n] = (rows[(vocab, "ours")][i]["seconds"]["median"] / rows[(vocab, "ours")][i]["tokens"] * 1000,
+                          rows[(vocab, "trl_dpo")][i]["step_seconds"]["median"],
+                          rows[(vocab, "sepo_used_head")][i]["step_seconds"]["median"])
+        if (vocab, "ours") in scores:
+            sc = scores[(vocab, "ours")]
+            entries[args.response_len] = (statistics.median(o["seconds"]["median"] / o["tokens"] * 1000 for o in sc),
+                                          statistics.median(o["step_seconds"]["median"] for o in steps[(vocab, "trl_dpo")]),
+                                          statistics.median(o["step_seconds"]["median"] for o in steps[(vocab, "sepo_used_head")]))
+        for n in sorted(entries):
+            score, trl, ours = entries[n]
+            lines.append(f"| {vocab} | {args.prompt_len + n} | {score:.3f} | {trl:.2f} | {ours:.2f} | {ours / trl:.2f} |")
+    lines += ["", "Reading it: with a small d (256) the LM head is most of the FLOPs at these vocabularies, so both costs "
+              "grow about linearly in tokens and in V; at the paper's 2,048 tokens the attention term "
+              "(2 n_layer n_ctx d per token) grows too, and at paper model sizes the transformer body dominates the head "
+              "(2 d V is ~3% of a 6.9B model's per-token FLOPs), so the head-only-at-used-positions saving shrinks and the "
+              "saving from dropping the reference forward (1 of 4 forward-equivalents of a DPO step) remains.", "",
+              "### End-to-end compute at paper scale (estimate, from formulas; not measured)", "",
+              "Per token, forward `C_fwd(N) = 2N + 2 n_layer n_ctx d` (N without input embeddings), training = 3 `C_fwd`. "
+              "DPO = policy training + reference forward = `4 C_fwd(P)`. SePO = oracle DPO on a fraction f of the data "
+              "`f 4 C_fwd(O)` + scoring by oracle and reference `2 C_fwd(O)` + reference-free policy training "
+              "`3 C_fwd'(P)` (LM head only at the used positions, here k = 0.3 of the response half of each sequence). "
+              "n_ctx = 2,048. f is the oracle's share of the data (the paper's values are unconfirmed; two shown).", "",
+              "| oracle | policy | SePO / DPO, f = 0.1 | SePO / DPO, f = 0.5 | parts at f = 0.1 (oracle DPO, scoring, policy) |",
+              "| --- | --- | --- | --- | --- |"]
+    for row in estimate_table():
+        parts = row["parts_f0.1"]
+        lines.append(f"| {row['oracle']} | {row['policy']} | {row['sepo_over_dpo_f0.1']:.2f} | {row['sepo_over_dpo_f0.5']:.2f} | "
+                     f"{parts['oracle_dpo']:.3f}, {parts['scoring']:.3f}, {parts['policy']:.3f} |")
+    lines += ["", "So in FLOPs SePO saves ~15-25% against DPO when the oracle is much smaller than the policy, and costs "
+              "more when the oracle is the policy's size (TinyLlama -> TinyLlama). The paper's 'up to 60% fewer GPU hours' "
+              "must come mostly from elsewhere (no reference model in memory: larger batches, no ZeRO-3 sharding of a second "
+              "model), which FLOP counts do not show.", ""]
+    return lines
+
+
+def commands_section() -> list[str]:
+    lines = ["## 3. Whole commands", "", "| command | wall time | target | verdict |", "| --- | --- | --- | --- |"]
+    if COMMANDS_FILE.exists():
+        data = json.loads(COMMANDS_FILE.read_text())
+        for command, target in COMMAND_TARGETS.items():
+            row = data["commands"].get(command)
+            if row is None:
+                lines.append(f"| `{command}` | pending | <= {target // 60} min | |")
+                continue
+            ok = row["returncode"] == 0 and row["seconds"] <= target
+            status = "" if row["returncode"] == 0 else f" (exit {row['returncode']})"
+            lines.append(f"| `{command}` | {row['seconds'] / 60:.1f} min{status} | <= {target // 60} min | {'met' if ok else 'missed'} |")
+        lines += ["", f"Measured {data['date']} (`{COMMANDS_FILE.relative_to(ROOT)}`), on this machine, 2 cores."]
+    else:
+        for command, target in COMMAND_TARGETS.items():
+            lines.append(f"| `{command}` | pending | <= {target // 60} min | |")
+        lines += ["", "Pending: run `.venv/bin/python benchmarks/run.py --whole-commands` to time both in fresh processes."]
+    return lines + [""]
+
+
+def write_report(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of fresh processes per variant")
+    parser.add_argument("--steps", type=int, default=3, help="timed policy steps per process")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed policy steps first")
+    parser.add_argument("--vocabs", type=lambda s: [int(x) for x in s.split(",")], default=[4000, 32000])
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--response-len", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8, help="pairs per step / per scoring batch")
+    parser.add_argument("--pairs", type=int, default=16, help="pairs per timed scoring pass")
+    parser.add_argument("--score-repeats", type=int, default=2, help="timed scoring passes per process")
+    parser.add_argument("--scaling-response-lens", type=lambda s: [int(x) for x in s.split(",")], default=[32, 224])
+    parser.add_argument("--whole-commands", action="store_true", help="also time `make test` and `make reproduce`")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "performance.md")
+    args = parser.parse_args()
+
+    started, load_before = time.perf_counter(), load()
+    info = machine()
+    if args.whole_commands:
+        COMMANDS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        data = whole_commands()
+        tmp = COMMANDS_FILE.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, COMMANDS_FILE)
+    steps = policy_steps(args)
+    scores = scoring(args)
+    growth = scaling(args)
+    command = "make bench  # = .venv/bin/python benchmarks/run.py " + " ".join(sys.argv[1:])
+    header = ["# Performance: speed and memory", "",
+              f"Written by `{command.strip()}` in {(time.perf_counter() - started) / 60:.1f} min.", "",
+              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+              f"Load average (1, 5, 15 min) before: {load_before}; after: {load()}. The machine is shared: a load above "
+              f"{os.cpu_count()} means other processes competed for the cores, which is why ratios are taken within rounds.",
+              "", "Per-variant commands: `.venv/bin/python benchmarks/policy_step.py --variant {trl_dpo,sepo_full_head,"
+              "sepo_used_head,ours_dpo} --vocab V`, `.venv/bin/python benchmarks/token_scoring.py --variant "
+              "{floor,ours,official} --vocab V` (each prints JSON).", ""]
+    text = "\n".join(header + step_section(steps, args) + scoring_section(scores, args) + commands_section()
+                     + scaling_section(growth, steps, scores, args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, text)
+    raw = {"machine": info, "steps": {f"{v}/{n}": r for (v, n), r in steps.items()},
+           "scoring": {f"{v}/{n}": r for (v, n), r in scores.items()}, "scaling": {f"{v}/{n}": r for (v, n), r in growth.items()}}
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(raw, indent=1))
+    os.replace(tmp, args.out.with_suffix(".json"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
