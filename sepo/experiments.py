@@ -127,16 +127,19 @@ def world_config(name: str):
     raise ConfigError(f"world = {name!r}: use 'smoke', 'default' or the path of a WorldConfig YAML")
 
 
-def cached_run(stage: str, config: StageConfig, run, cache_dir: Path, out_field: str = "output_dir") -> tuple[Path, dict]:
-    """Run ``run(config)`` into ``cache_dir/stage/<fingerprint>`` unless that run already finished."""
-    key = config.fingerprint(exclude=(out_field,))
-    run_dir = Path(cache_dir) / stage / key
+def cached_run(stage: str, cls: type[StageConfig], values: dict[str, Any], run, cache_dir: Path,
+               out_field: str = "output_dir") -> tuple[Path, dict]:
+    """Run ``run(cls(**values))`` into ``cache_dir/stage/<fingerprint>`` unless that run already finished.
+
+    The fingerprint covers every field of the validated config but ``out_field``, which is set to the
+    run directory the fingerprint names.
+    """
+    provisional = cls.from_dict(values, **{out_field: str(Path(cache_dir) / stage)})  # validated before any work
+    run_dir = Path(cache_dir) / stage / provisional.fingerprint(exclude=(out_field,))
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
         return run_dir, json.loads(metrics_file.read_text())
-    config = dataclasses.replace(config, **{out_field: str(run_dir)})
-    metrics = run(config)
-    return run_dir, metrics
+    return run_dir, run(dataclasses.replace(provisional, **{out_field: str(run_dir)}))
 
 
 class Pipeline:
@@ -148,6 +151,8 @@ class Pipeline:
         self.config = config
         self.cache = resolve(config.cache_dir)
         self.world = build_world(world_config(config.world), root=self.cache / "world")
+        self.derived = self.cache / "derived" / Path(self.world.root).name  # files made from this world
+        self.derived.mkdir(parents=True, exist_ok=True)
 
     # --- data ---------------------------------------------------------------------------
     def data_path(self, world: str = "id") -> str:
@@ -156,7 +161,7 @@ class Pipeline:
     def prompts_path(self, world: str = "id") -> str:
         """The world's held-out evaluation prompts as a JSONL prompt set (written once)."""
         prompts = self.world.eval_prompts(world)[: self.config.eval_prompts]
-        path = Path(self.world.root) / f"eval_prompts_{world}_{len(prompts)}.jsonl"
+        path = self.derived / f"eval_prompts_{world}_{len(prompts)}.jsonl"
         if not path.exists():
             rows = [{"index": i, "instruction": p, "dataset": f"mini-{world}"} for i, p in enumerate(prompts)]
             tmp = path.with_suffix(".tmp")
@@ -165,7 +170,7 @@ class Pipeline:
         return str(path)
 
     def sft_path(self, size: str, tokenizer: str = "a") -> str:
-        return str(self.world.sft_path(size, tokenizer=tokenizer)) if tokenizer != "a" else str(self.world.sft_path(size))
+        return str(self.world.sft_path(size, tokenizer))
 
     # --- stages ---------------------------------------------------------------------------
     def oracle(self, seed: int, *, size: str | None = None, fraction: float | None = None, beta: float | None = None,
@@ -178,7 +183,7 @@ class Pipeline:
         from sepo.oracle import OracleConfig, run_oracle
 
         c = self.config
-        config = OracleConfig(
+        values = dict(
             reference_path=self.sft_path(size or c.oracle_size, tokenizer),
             data_path=data_path or self.data_path(world), oracle_split="oracle", target_split="train", eval_split="eval",
             oracle_fraction=c.oracle_fraction if fraction is None else fraction,
@@ -187,7 +192,7 @@ class Pipeline:
             per_device_batch_size=c.batch_size, seed=seed, logging_steps=10, max_length=128, max_prompt_length=32,
             score_batch_size=32,
         )
-        return cached_run("oracle", config, run_oracle, self.cache)
+        return cached_run("oracle", OracleConfig, values, run_oracle, self.cache)
 
     def policy(self, recipe: Method, seed: int, *, size: str | None = None, data: str | None = None,
                world: str = "id", save_steps: int = 0, reference_path: str | None = None,
@@ -204,7 +209,7 @@ class Pipeline:
             if recipe.loss == "sepo":
                 raise ConfigError(f"{recipe.name}: SePO trains on an oracle run's scores; pass data=<oracle run dir>")
             data = self.data_path(world)
-        config = PolicyConfig(
+        values = dict(
             model_path=self.sft_path(size), loss=recipe.loss, loss_kwargs=dict(recipe.loss_kwargs),
             reference_path=reference_path or "", data_path=str(data),
             split="" if recipe.loss == "sepo" or Path(data, "scored").is_dir() else "train",
@@ -213,7 +218,7 @@ class Pipeline:
             max_pairs=c.max_pairs, seed=seed, logging_steps=save_steps or 10, save_steps=save_steps, max_length=128,
             max_prompt_length=32, warmup_ratio=0.1,
         )
-        return cached_run("policy", config, run_policy, self.cache)
+        return cached_run("policy", PolicyConfig, values, run_policy, self.cache)
 
     def evaluate(self, model_dir: str | Path, seed: int, *, size: str | None = None, world: str = "id",
                  reference_dir: str | None = None) -> dict:
@@ -221,13 +226,13 @@ class Pipeline:
         from sepo.evaluate import EvalConfig, run_evaluate
 
         c = self.config
-        config = EvalConfig(
+        values = dict(
             model_dir=str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir),
             reference_dir=reference_dir or self.sft_path(size or c.policy_size),
             prompt_set=self.prompts_path(world), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
             seed=seed, batch_size=64, judge="gold", generator="policy", reference_generator="sft",
         )
-        _, metrics = cached_run("evaluate", config, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
+        _, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
                                 self.cache, out_field="out_dir")
         return summarize_evaluation(metrics)
 
@@ -394,7 +399,7 @@ def summary(frame, by: str | list[str] = "method", columns=("win_rate", "reward"
     from sepo import stats
 
     rows = []
-    for key, group in frame.groupby(by, sort=False):
+    for key, group in frame.groupby(by, sort=False, dropna=False):  # keep rows whose key is NaN (e.g. DPO in 08)
         row = dict(zip([by] if isinstance(by, str) else by, key if isinstance(key, tuple) else (key,)))
         row["n_seeds"] = len(group)
         for column in columns:
@@ -550,7 +555,7 @@ def mixed_data_path(pipe: Pipeline, oracle_world: str, target_world: str) -> str
     """Pairs whose ``oracle`` split comes from one world and ``train`` split from another (``eval``: the oracle's)."""
     from datasets import DatasetDict, load_from_disk
 
-    path = Path(pipe.world.root) / f"mixed_{oracle_world}_{target_world}"
+    path = pipe.derived / f"mixed_{oracle_world}_{target_world}"
     if not (path / "dataset_dict.json").exists():
         source, target = load_from_disk(pipe.data_path(oracle_world)), load_from_disk(pipe.data_path(target_world))
         mixed = DatasetDict({"oracle": source["oracle"], "train": target["train"], "eval": source["eval"]})
@@ -653,8 +658,8 @@ def selective_dpo_references(pipe: Pipeline, strong_size: str, quantiles: list[f
         rows.append({"reference": "-", "quantile": float("nan"), **train_and_evaluate(pipe, method("DPO"), seed)})
     frame = _frame(rows)
     q = 0.6 if 0.6 in quantiles else quantiles[0]
-    weak = frame[(frame.reference.str.startswith("weak")) & (frame.quantile == q)].sort_values("seed")
-    strong = frame[(frame.reference.str.startswith("strong")) & (frame.quantile == q)].sort_values("seed")
+    weak = frame[frame.reference.str.startswith("weak") & (frame["quantile"] == q)].sort_values("seed")  # frame.quantile is a method
+    strong = frame[frame.reference.str.startswith("strong") & (frame["quantile"] == q)].sort_values("seed")
     e = stats.paired_effect(f"win rate vs SFT: strong - weak reference (quantile {q})", strong.win_rate.tolist(), weak.win_rate.tolist())
     claims = {"SDPO": claim("Selective-DPO selects better with a stronger reference", [e], [stats.verdict(e)])}
     return frame, claims
@@ -719,13 +724,13 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
     recipe = method(method_name)
     oracle_dir = pipe.oracle(seed)[0] if recipe.loss == "sepo" else None
     run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir)
-    config = EvalConfig(
+    values = dict(
         model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,
         num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=64, judge=judge,
         generator=f"{method_name}-{c.policy_size}", reference_generator=f"SFT-{c.policy_size}",
     )
-    run_dir, metrics = cached_run("evaluate", config, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge), pipe.cache,
+    run_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge), pipe.cache,
                                   out_field="out_dir")
     judge_label = "mini-world gold judge (VADER + degeneracy terms), not an LLM" if judge == "gold" else f"LLM judge: {judge}"
     return {"judge": judge_label, "prompt_set": prompt_set, "method": method_name, "outputs_dir": str(run_dir),

@@ -15,6 +15,9 @@ class ToyConfig(StageConfig):
     x: int = help_field(1, help="a value")
     output_dir: str = help_field("", help="run directory")
 
+    def validate(self) -> None:  # like the training stages: no run without a run directory
+        self._require(bool(self.output_dir), "output_dir", "a run directory is required")
+
 
 def test_cached_run_runs_once_per_config(tmp_path):
     calls = []
@@ -29,10 +32,13 @@ def test_cached_run_runs_once_per_config(tmp_path):
         (Path(config.output_dir) / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
-    a = cached_run("stage", ToyConfig(x=1), run, tmp_path)
-    b = cached_run("stage", ToyConfig(x=1), run, tmp_path)
-    c = cached_run("stage", ToyConfig(x=2), run, tmp_path)
+    a = cached_run("stage", ToyConfig, {"x": 1}, run, tmp_path)
+    b = cached_run("stage", ToyConfig, {"x": 1}, run, tmp_path)
+    c = cached_run("stage", ToyConfig, {"x": 2}, run, tmp_path)
     assert len(calls) == 2 and a == b and a[0] != c[0] and c[1] == {"x": 2}
+    assert calls == [str(a[0]), str(c[0])] and a[0].parent == tmp_path / "stage"
+    with pytest.raises(ConfigError, match="unknown parameter"):  # unknown/bad values fail before any run
+        cached_run("stage", ToyConfig, {"x": 1, "y": 2}, run, tmp_path)
 
 
 def test_config_from_namespace_and_validation():
