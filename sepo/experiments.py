@@ -89,6 +89,7 @@ class ExperimentConfig(StageConfig):
     eval_prompts: int = help_field(128, help="held-out prompts evaluated per policy")
     eval_samples: int = help_field(2, help="samples per prompt")
     max_new_tokens: int = help_field(48, help="longest sampled response")
+    notebook: dict = help_field({}, help="the notebook's own parameters (its sweep), recorded with the shared ones")
 
     def validate(self) -> None:
         self._require(len(self.seeds) >= 1, "seeds", "at least one seed")
@@ -105,13 +106,20 @@ def resolve(path: str | Path) -> Path:
     return path if path.is_absolute() else ROOT / path
 
 
-def config_from(namespace: dict, cls=None) -> "ExperimentConfig":
-    """An :class:`ExperimentConfig` (or ``cls``) from the variables of a notebook's parameters cell."""
+def config_from(namespace: dict, notebook: tuple[str, ...] = (), cls=None) -> "ExperimentConfig":
+    """An :class:`ExperimentConfig` (or ``cls``) from the variables of a notebook's parameters cell.
+
+    ``notebook`` names the notebook's own parameters; their values are kept in ``config.notebook``
+    so that the ``config.yaml`` written beside the metrics holds every parameter of the run.
+    """
     cls = cls or ExperimentConfig
-    values = {name: namespace[name] for name in cls.help() if name in namespace}
+    values = {name: namespace[name] for name in cls.help() if name in namespace and name != "notebook"}
     if "seeds" in values:
         values["seeds"] = tuple(values["seeds"])
-    return cls.from_dict(values)
+    missing = [name for name in notebook if name not in namespace]
+    if missing:
+        raise ConfigError(f"notebook parameter(s) {missing} are not defined in the parameters cell")
+    return cls.from_dict(values, notebook={name: namespace[name] for name in notebook})
 
 
 def world_config(name: str):

@@ -43,7 +43,11 @@ def test_cached_run_runs_once_per_config(tmp_path):
 
 def test_config_from_namespace_and_validation():
     cfg = config_from({"world": "smoke", "seeds": [0, 1], "k": 0.3, "eval_prompts": 8})
-    assert cfg.seeds == (0, 1) and cfg.eval_prompts == 8
+    assert cfg.seeds == (0, 1) and cfg.eval_prompts == 8 and cfg.notebook == {}
+    cfg = config_from({"world": "smoke", "k": 0.3, "ks": [0.1, 0.5]}, notebook=("k", "ks"))
+    assert cfg.notebook == {"k": 0.3, "ks": [0.1, 0.5]} and "ks:" in cfg.to_yaml()
+    with pytest.raises(ConfigError, match=r"\['gamma'\] are not defined"):
+        config_from({"world": "smoke"}, notebook=("gamma",))
     with pytest.raises(ConfigError, match="eval_prompts"):
         ExperimentConfig(eval_prompts=0)
 
