@@ -24,6 +24,7 @@ STAGES = {
     "sft": ("sepo.sft", "SFTConfig", "run_sft"),
     "oracle": ("sepo.oracle", "OracleConfig", "run_oracle"),
     "policy": ("sepo.policy", "PolicyConfig", "run_policy"),
+    "evaluate": ("sepo.evaluate", "EvalConfig", "run_evaluate"),
 }
 
 

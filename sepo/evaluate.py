@@ -8,9 +8,11 @@ optional fixed baseline given as an outputs file. Everything is in AlpacaEval's 
   "preference", ...}`` with ``output_1`` the baseline and ``preference`` 2 when ``output_2`` (the
   evaluated model) wins, 1.5 for a tie, ``None`` when the judge's answer could not be parsed.
 
-Win rates come from ``alpaca_eval.metrics.get_winrate`` (mean of ``preference - 1``, in percent, with
-its standard error); unparseable judgements are counted and reported as ``n_skipped``, never dropped
-silently. The length-controlled win rate (AlpacaEval 2) is computed only on AlpacaEval's 805
+Win rates come from ``alpaca_eval.metrics.get_winrate`` (mean of ``preference - 1``, in percent);
+unparseable judgements are counted and reported as ``n_skipped``, never dropped silently. With
+several samples per prompt the samples of one prompt are not independent, so ``standard_error`` is
+taken over prompts (the per-prompt mean preference), and ``get_winrate``'s own, which treats every row
+as independent, is kept as ``standard_error_rows``. The length-controlled win rate (AlpacaEval 2) is computed only on AlpacaEval's 805
 instructions, in their original order, from a local copy of AlpacaEval's ``df_gamed.csv``.
 
 **KL to the reference.** With ``y ~ pi(. | x)`` sampled from the policy at temperature 1 without
@@ -198,6 +200,11 @@ def win_rate(annotations: Sequence[dict] | pd.DataFrame) -> dict[str, float]:
 
     metrics = {k: (v.item() if hasattr(v, "item") else v) for k, v in get_winrate(frame).items()}
     metrics["n_skipped"] = n_skipped
+    keys = [c for c in ("index", "instruction") if c in frame.columns]  # rows naming no prompt: one prompt each
+    per_prompt = (frame.groupby(keys, sort=False, dropna=False)["preference"].mean() if keys else frame["preference"]) - 1.0
+    metrics["standard_error_rows"] = metrics["standard_error"]
+    metrics["standard_error"] = mean_and_stderr(per_prompt.to_numpy())[1] * 100.0
+    metrics["n_prompts"] = int(per_prompt.size)
     return metrics
 
 
@@ -257,8 +264,9 @@ def sequence_log_ratios(policy, reference, tokenizer, prompts: Sequence[str], re
         prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
         response_ids = [_response_ids(tokenizer, r, max_new_tokens) for r in responses[start : start + batch_size]]
         batch = build_sequences(prompt_ids, response_ids, pad_id)
-        mask = batch["response_mask"]  # (B, T-1): positions scoring response tokens
-        args = (batch["input_ids"], batch["attention_mask"], mask)
+        device = next(policy.parameters()).device
+        mask = batch["response_mask"].to(device)  # (B, T-1): positions scoring response tokens
+        args = (batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
         ratio = token_logps(policy, *args) - token_logps(reference, *args)  # (B, T-1), zero off the mask
         out.extend((ratio * mask).sum(-1).tolist())
     return out
@@ -352,6 +360,10 @@ class EvalConfig(StageConfig):
     base_url: str = help_field("", help="OpenAI-compatible API base URL for LLM judges ('' : OpenAI)")
     api_key_env: str = help_field("OPENAI_API_KEY", help="environment variable holding the LLM judge's API key")
     estimate_kl: bool = help_field(True, help="estimate KL(policy || reference) on the eval prompts")
+    chat_template: bool = help_field(False, help="send each instruction as a user message through the tokenizer's "
+                                               "chat template (as the policy saw its training prompts)")
+    device: str = help_field("cpu", help="device of the policy and reference while sampling and scoring ('cuda', 'cuda:1', ...)")
+    bf16: bool = help_field(False, help="load the policy and the reference in bfloat16")
     lc_df_gamed_path: str = help_field("", help="local copy of AlpacaEval's df_gamed.csv for the length-controlled win rate ('' : skip)")
     out_dir: str = help_field("runs/evaluate", help="run directory (written all at once on success)")
 
@@ -367,6 +379,10 @@ class EvalConfig(StageConfig):
         self._require(self.batch_size >= 1, "batch_size", "must be >= 1")
         self._require(self.judge in JUDGES, "judge", f"must be one of {JUDGES}")
         self._require(bool(self.out_dir), "out_dir", "a run directory is required")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError):
+            self._require(False, "device", "not a torch device name (e.g. 'cpu', 'cuda', 'cuda:0')")
         if self.lc_df_gamed_path:
             self._require(self.prompt_set == "alpaca_eval" and self.max_prompts == 0, "lc_df_gamed_path",
                           "the length-controlled win rate needs prompt_set='alpaca_eval' with all 805 instructions")
@@ -410,18 +426,22 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
         check_same_instructions(prompts, baseline_rows, ("prompt set", "baseline"))
     tokenizer = load_tokenizer(config.model_dir, "model_dir")
     check_same_tokenizer(tokenizer, load_tokenizer(config.reference_dir, "reference_dir"), "policy and reference")
-    policy = load_causal_lm(config.model_dir, "model_dir").eval()
-    reference = load_causal_lm(config.reference_dir, "reference_dir").eval()
+    if config.chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"EvalConfig.chat_template = True: the tokenizer of {config.model_dir!r} has no chat template")
+    policy = load_causal_lm(config.model_dir, "model_dir", bf16=config.bf16).to(config.device).eval()
+    reference = load_causal_lm(config.reference_dir, "reference_dir", bf16=config.bf16).to(config.device).eval()
     generator = config.generator or _default_name(config.model_dir)
     reference_generator = config.reference_generator or _default_name(config.reference_dir)
 
     # 2. sample
     seed_everything(config.seed)
-    instructions = [p["instruction"] for p in prompts]
+    # what the models read: the instruction, or a user message rendered by the chat template
+    model_inputs = [[{"role": "user", "content": p["instruction"]}] if config.chat_template else p["instruction"]
+                    for p in prompts]
     sampling = dict(num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
                     temperature=config.temperature, top_p=config.top_p, seed=config.seed, batch_size=config.batch_size)
-    policy_responses = _sample_responses(policy, tokenizer, instructions, **sampling)
-    reference_responses = _sample_responses(reference, tokenizer, instructions, **sampling)
+    policy_responses = _sample_responses(policy, tokenizer, model_inputs, **sampling)
+    reference_responses = _sample_responses(reference, tokenizer, model_inputs, **sampling)
     policy_rows = outputs_records(prompts, policy_responses, generator)
     reference_rows = outputs_records(prompts, reference_responses, reference_generator)
 
@@ -448,7 +468,7 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
     # 4. KL to the reference
     if config.estimate_kl:
         kl_responses = policy_responses if config.samples_are_from_policy else None
-        metrics["kl"] = estimate_kl(policy, reference, tokenizer, instructions, kl_responses,
+        metrics["kl"] = estimate_kl(policy, reference, tokenizer, model_inputs, kl_responses,
                                     num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
                                     seed=config.seed, batch_size=config.batch_size)
 

@@ -47,6 +47,17 @@ def test_win_rate_by_hand_counts_skips():
         win_rate([{"preference": 3.0}])
 
 
+def test_win_rate_standard_error_is_over_prompts_when_prompts_have_several_samples():
+    rows = [{"index": i, "instruction": f"p{i}", "preference": p}
+            for i, prefs in enumerate([(2.0, 2.0), (1.0, 2.0), (1.0, 1.0), (1.5, None)]) for p in prefs]
+    metrics = win_rate(rows)
+    per_prompt = np.array([1.0, 0.5, 0.0, 0.5])  # prompt 3: its one parsed judgement
+    assert metrics["win_rate"] == pytest.approx(100 * 3.5 / 7) and metrics["n_prompts"] == 4
+    assert metrics["standard_error"] == pytest.approx(per_prompt.std(ddof=1) / 2 * 100)
+    wins = np.array([1, 1, 0, 1, 0, 0, 0.5])
+    assert metrics["standard_error_rows"] == pytest.approx(wins.std(ddof=1) / math.sqrt(7) * 100)
+
+
 def test_outputs_layout_and_pairing_errors(tmp_path):
     prompts = [{"index": i, "instruction": p, "dataset": "world"} for i, p in enumerate(PROMPTS[:2])]
     model = outputs_records(prompts, [["a", "b"], ["c", "d"]], "policy")
@@ -167,7 +178,9 @@ def test_run_evaluate_writes_alpaca_eval_layout_and_metrics(run_setup):
     assert len(outputs) == 6 and {"instruction", "output", "generator", "dataset"} <= set(outputs[0])
     # vs the SFT model: (good vs bad) -> 2, (bad vs bad) -> 1.5 on every prompt
     assert metrics["vs_reference"]["win_rate"] == pytest.approx(75.0)
-    assert metrics["vs_reference"]["standard_error"] == pytest.approx(np.std([1, .5] * 3, ddof=1) / math.sqrt(6) * 100)
+    # two samples per prompt are not independent: the standard error is over the 3 prompts (each 0.75)
+    assert metrics["vs_reference"]["standard_error"] == pytest.approx(0.0) and metrics["vs_reference"]["n_prompts"] == 3
+    assert metrics["vs_reference"]["standard_error_rows"] == pytest.approx(np.std([1, .5] * 3, ddof=1) / math.sqrt(6) * 100)
     # vs the fixed baseline (reward 0): good -> 2, bad -> 1
     assert metrics["vs_baseline"]["win_rate"] == pytest.approx(50.0) and metrics["vs_baseline"]["n_skipped"] == 0
     assert metrics["score_policy"]["mean"] == pytest.approx(0.0) and metrics["score_reference"]["mean"] == pytest.approx(-1.0)
@@ -222,6 +235,34 @@ def test_eval_config_validation():
         EvalConfig(model_dir="m", reference_dir="r", prompt_set="arena_hard", lc_df_gamed_path="x.csv")
     with pytest.raises(ConfigError, match="top_p"):
         EvalConfig(model_dir="m", reference_dir="r", prompt_set="alpaca_eval", top_p=0.0)
+    with pytest.raises(ConfigError, match="device"):
+        EvalConfig(model_dir="m", reference_dir="r", prompt_set="alpaca_eval", device="gpu0")
+
+
+def test_run_evaluate_chat_template_sends_user_messages(run_setup, tokenizer):
+    config, sampler, tmp_path = run_setup
+    config.chat_template = True
+    with pytest.raises(ConfigError, match="has no chat template"):
+        run_evaluate(config, gold=CountingGold())
+    assert sampler.calls == [] and not (tmp_path / "run").exists()
+    template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    for name in ("policy", "sft"):
+        tok = type(tokenizer).from_pretrained(str(tmp_path / name))
+        tok.chat_template = template
+        tok.save_pretrained(tmp_path / name)
+    seen = []
+    original = sampler.__call__
+    sampler_inputs = lambda model, tokenizer, prompts, **kw: (seen.append(prompts), original(model, tokenizer, prompts, **kw))[1]
+    import sepo.evaluate as evaluate_module
+
+    evaluate_module._sample_responses, saved = sampler_inputs, evaluate_module._sample_responses
+    try:
+        metrics = run_evaluate(config, gold=CountingGold())
+    finally:
+        evaluate_module._sample_responses = saved
+    assert seen[0][0] == [{"role": "user", "content": PROMPTS[0]}]
+    outputs = json.loads((tmp_path / "run" / "outputs.json").read_text())
+    assert outputs[0]["instruction"] == PROMPTS[0] and metrics["kl"]["n_samples"] == 6
 
 
 def test_reward_kl_frontier_one_row_per_checkpoint(run_setup, tokenizer, model_pair, monkeypatch):

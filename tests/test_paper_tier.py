@@ -53,7 +53,7 @@ CPU_OVERRIDES = dict(bf16=False, per_device_batch_size=4, gradient_accumulation_
 
 
 def test_paper_configs_hold_the_papers_setting():
-    for path in sorted(PAPER.glob("*.yaml")):
+    for path in sorted(set(PAPER.glob("*.yaml")) - set(PAPER.glob("eval_*.yaml"))):
         cfg = (OracleConfig if path.name.startswith("oracle") else PolicyConfig).from_yaml(path)
         assert cfg.learning_rate == 5e-7 and cfg.num_train_epochs == 1 and cfg.bf16, path.name
         assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps * 8 == 128, path.name  # 8 GPUs
@@ -64,6 +64,14 @@ def test_paper_configs_hold_the_papers_setting():
             assert cfg.uses_reference == (cfg.loss == "dpo")
             assert cfg.data_path.startswith("runs/paper/oracle-")  # the oracle run's scored pairs
     assert PolicyConfig.from_yaml(PAPER / "policy_sepo_pythia-6.9b.yaml").k_w == 0.3
+    from sepo.cli import stage_functions
+
+    evaluations = sorted(PAPER.glob("eval_*.yaml"))
+    assert evaluations
+    for path in evaluations:  # the evaluate stage of the CLI reads them; the policy was trained on chat prompts
+        config_class, _ = stage_functions("evaluate")
+        cfg = config_class.from_yaml(path)
+        assert cfg.chat_template and cfg.judge != "gold" and cfg.model_dir.startswith("runs/paper/policy-")
 
 
 def test_oracle_scoring_sepo_on_tiny_pythia_and_llama(world):
