@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset
 
 from sepo.errors import DataError, TokenizerMismatchError
+from sepo.logprobs import response_positions
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 RESPONSES = ("chosen", "rejected")
@@ -233,9 +234,9 @@ def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequen
     attention_mask = pad_lists([[1] * len(s) for s in seqs], 0, torch.long)
     batch, width = input_ids.shape
     response_mask = torch.zeros(batch, max(width - 1, 0), dtype=torch.bool)
-    starts = torch.tensor([len(p) - 1 for p in prompts])
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        response_mask[i, len(p) - 1 : len(p) - 1 + len(r)] = True
+    positions = [response_positions(len(p), len(r)) for p, r in zip(prompts, responses)]
+    for i, at in enumerate(positions):
+        response_mask[i, at] = True
     out = {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
     for name, values in (response_values or {}).items():
         first = next((v for v in values if len(v)), [0.0])
@@ -244,7 +245,7 @@ def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequen
         for i, v in enumerate(values):
             if len(v) != len(responses[i]):
                 raise DataError(f"{name}: {len(v)} values for a response of {len(responses[i])} tokens (batch item {i})")
-            placed[i, starts[i] : starts[i] + len(v)] = torch.as_tensor(v, dtype=dtype)
+            placed[i, positions[i]] = torch.as_tensor(v, dtype=dtype)
         out[name] = placed
     return out
 
@@ -260,7 +261,3 @@ def collate_pairs(features: list[dict], pad_id: int, extra: Sequence[str] = ()) 
     values = {name: [f[f"chosen_{name}"] for f in features] + [f[f"rejected_{name}"] for f in features] for name in extra}
     return build_sequences(prompts, responses, pad_id, values)
 
-
-def response_positions(prompt_len: int, n_response: int) -> range:
-    """Log-prob positions scoring response tokens ``0..n_response-1`` after a prompt of ``prompt_len``."""
-    return range(prompt_len - 1, prompt_len - 1 + n_response)

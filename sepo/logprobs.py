@@ -6,14 +6,20 @@ tensor ``logps`` with::
     logps[:, t] = log p(input_ids[:, t + 1] | input_ids[:, : t + 1])
 
 i.e. position ``t`` holds the score of the *next* token. A response token at sequence position
-``s`` is therefore scored by ``logps[:, s - 1]``. :func:`sepo.data.build_sequences` builds masks at
-these positions; every other module reads log-probs through this file.
+``s`` is therefore scored by ``logps[:, s - 1]``, and response token ``i`` after a prompt of ``P``
+tokens by ``logps[:, P - 1 + i]`` (:func:`response_positions`, which :func:`sepo.data.build_sequences`
+uses to place masks, selections and scores). Every other module reads log-probs through this file.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def response_positions(prompt_len: int, n_response: int) -> slice:
+    """The log-prob positions that score response tokens ``0 .. n_response - 1`` after ``prompt_len`` prompt tokens."""
+    return slice(prompt_len - 1, prompt_len - 1 + n_response)
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sepo.logprobs import naive_token_logps, selective_log_softmax, token_logps
+from sepo.logprobs import naive_token_logps, response_positions, selective_log_softmax, token_logps
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
@@ -30,6 +30,19 @@ def test_shift_convention_position_t_scores_token_t_plus_1(model_pair):
         prefix_logits = model(input_ids=ids[:, : t + 1]).logits[0, -1]
         expected = torch.log_softmax(prefix_logits, -1)[ids[0, t + 1]]
         assert logps[0, t].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_response_positions_pick_the_response_tokens(model_pair):
+    """Response token i after a prompt of P tokens is scored at logps[:, P - 1 + i]."""
+    model = model_pair[0]
+    prompt, response = [5, 17, 42], [9, 77, 3]
+    ids = torch.tensor([prompt + response])
+    logps = token_logps(model, ids, torch.ones_like(ids))
+    at = response_positions(len(prompt), len(response))
+    assert ids[0, 1:][at].tolist() == response
+    for i, token in enumerate(response):
+        prefix_logits = model(input_ids=torch.tensor([prompt + response[:i]])).logits[0, -1]
+        assert logps[0, at][i].item() == pytest.approx(torch.log_softmax(prefix_logits, -1)[token].item(), abs=1e-5)
 
 
 def test_token_logps_matches_naive_and_ignores_right_padding(model_pair):
