@@ -138,12 +138,13 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
         eval_data, report = _tokenize(config, held_out, tokenizer, "eval")
         metrics.update(report)
 
+    args = training_arguments(config, do_eval=eval_data is not None)  # first: under ZeRO-3 from_pretrained then shards
     model = load_causal_lm(config.reference_path, "reference_path", config.bf16)
     reference = load_causal_lm(config.reference_path, "reference_path", config.bf16)
     dpo = get_loss("dpo")
     trainer = PreferenceTrainer(
         model=model,
-        args=training_arguments(config, do_eval=eval_data is not None),
+        args=args,
         train_dataset=_training_columns(train_data),
         eval_dataset=None if eval_data is None else _training_columns(eval_data),
         data_collator=PreferenceCollator(tokenizer.pad_token_id),

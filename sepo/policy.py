@@ -177,6 +177,7 @@ def run_policy(config: PolicyConfig, callbacks: tuple = ()) -> dict[str, Any]:
     reference = None
     if config.uses_reference:
         check_same_tokenizer(tokenizer, load_tokenizer(config.reference_path, "reference_path"), "policy and reference")
+    args = training_arguments(config)  # before any weights load: under DeepSpeed ZeRO-3 it makes from_pretrained shard them
     model = load_causal_lm(config.model_path, "model_path", config.bf16)
     check_token_ids_fit(train_data, model, "model_path")
     if config.uses_reference:
@@ -184,7 +185,7 @@ def run_policy(config: PolicyConfig, callbacks: tuple = ()) -> dict[str, Any]:
     metrics["reference_loaded"] = reference is not None
     trainer = PreferenceTrainer(
         model=model,
-        args=training_arguments(config),
+        args=args,
         train_dataset=train_data,
         data_collator=PreferenceCollator(tokenizer.pad_token_id, ("selected",) if spec.needs_selection else ()),
         processing_class=tokenizer,

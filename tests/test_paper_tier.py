@@ -131,3 +131,19 @@ def test_malformed_conversations_name_the_row():
     with pytest.raises(DataError, match="chat template"):
         prepare_preferences(Dataset.from_dict({k: [v] for k, v in good.items()}), train_tiny_tokenizer(),
                             max_length=64, max_prompt_length=32)
+
+
+def test_accelerate_configs_load_with_accelerates_own_loader():
+    """The multi-GPU configs the README's `accelerate launch` lines name are valid accelerate configs."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "deepspeed_zero3.yaml": "DEEPSPEED"}
+    for name, kind in expected.items():
+        cfg = load_config_from_file(str(REPO / "configs" / "accelerate" / name))
+        assert cfg.distributed_type.name == kind and cfg.mixed_precision == "bf16", name
+        # the paper's global batch of 128 = per-device batch x accumulation x processes (2 x 8 x 8)
+        assert cfg.num_processes == 8, name
+    zero3 = load_config_from_file(str(REPO / "configs" / "accelerate" / "deepspeed_zero3.yaml")).deepspeed_config
+    assert zero3["zero_stage"] == 3
+    readme = (REPO / "configs" / "accelerate" / "README.md").read_text()
+    assert all(f"configs/accelerate/{name}" in readme for name in expected)
