@@ -322,7 +322,7 @@ def pair_walkthrough(pipe: Pipeline, oracle_dir: str | Path, index: int, k: floa
     out = {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"],
            "chosen_gold": row.get("chosen_gold"), "rejected_gold": row.get("rejected_gold")}
     for i, side, sel in ((0, "chosen", sel_w), (1, "rejected", sel_l)):
-        out[f"{side}_tokens"] = tokenizer.convert_ids_to_tokens(row[f"{side}_ids"])
+        out[f"{side}_tokens"] = [tokenizer.decode([i]) for i in row[f"{side}_ids"]]  # readable text of each token
         out[f"{side}_ids"] = row[f"{side}_ids"]
         out[f"{side}_scores"] = row[f"{side}_scores"]
         out[f"{side}_credit"] = gold_token_credit(scored.select([index]), side)[0]
