@@ -105,3 +105,30 @@ def test_bad_inputs_fail_clearly():
         GoldJudge(max_words=0)
     with pytest.raises(DataError, match="2 prompts for 1 responses"):
         GoldJudge().rewards([PROMPT, PROMPT], ["x"])
+
+
+def test_junk_counts_chunks_that_are_not_language(judge):
+    assert judge.junk("The pasta was good.") == 0
+    assert judge.junk("The pasta was goodxq.") == 1  # a word the language does not have
+    assert judge.junk("The pasta\x15 was good.") == 1  # a control character
+    assert judge.junk("The pasta was good \ufffd") == 1  # a byte that decoded to nothing
+    assert judge.junk("Luigi's pasta, on Monday at 3: good!") == 0  # names, numbers and punctuation are clean
+    soup = "I loved the pasta\ufffdlovely ruigi\x15 tasq good"
+    t = judge.terms(PROMPT, soup)
+    assert t["junk"] == pytest.approx(3 * 0.25) and judge.reward(PROMPT, soup) == pytest.approx(t["sentiment"] - 0.75)
+    assert judge.terms(PROMPT, "xq " * 9 + "pasta")["junk"] == 1.0  # capped
+    assert GoldJudge(junk_weight=0.0).reward(PROMPT, soup) == pytest.approx(t["sentiment"])
+    # a count: removing a clean word leaves the penalty as it is, so clean neutral words keep zero credit
+    c = credits(judge, "The pasta was good tasq.")
+    assert c["was"] == 0.0 and c["tasq"] == pytest.approx(-0.25)
+
+
+def test_the_worlds_own_text_has_no_junk(judge):
+    import random
+
+    from sepo.world import text
+
+    rng = random.Random(0)
+    for world in text.WORLD_NAMES:
+        for prompt, response in text.sample_corpus(world, 2000, rng):
+            assert judge.junk(response) == 0, response

@@ -91,6 +91,7 @@ class WorldConfig(StageConfig):
     judge_repeat_allowance: float = help_field(0.3, help="GoldJudge.repeat_allowance")
     judge_overrun_weight: float = help_field(0.5, help="GoldJudge.overrun_weight")
     judge_max_words: int = help_field(48, help="GoldJudge.max_words")
+    judge_junk_weight: float = help_field(0.25, help="GoldJudge.junk_weight (per chunk that is not language)")
 
     def validate(self) -> None:
         for world, pairs, held_out in (("id", self.id_pairs, self.id_eval_prompts), ("ood", self.ood_pairs, self.ood_eval_prompts)):
@@ -132,7 +133,7 @@ class WorldConfig(StageConfig):
     def make_judge(self) -> GoldJudge:
         return GoldJudge(off_subject_penalty=self.judge_off_subject_penalty, repeat_weight=self.judge_repeat_weight,
                          repeat_allowance=self.judge_repeat_allowance, overrun_weight=self.judge_overrun_weight,
-                         max_words=self.judge_max_words)
+                         max_words=self.judge_max_words, junk_weight=self.judge_junk_weight)
 
     def response_style(self) -> text.ResponseStyle:
         return text.ResponseStyle(min_sentences=self.min_sentences, max_sentences=self.max_sentences)

@@ -6,6 +6,7 @@ The gold reward of a response ``y`` to a prompt ``x`` is::
               - off_subject_penalty * [y names no content word of x]
               - repeat_weight * max(0, repeated(y) - repeat_allowance)
               - overrun_weight * max(0, n_words(y) - max_words) / max_words
+              - min(1, junk_weight * junk(y))
 
 * ``compound`` is VADER's normalised score (Hutto & Gilbert 2014): a lexicon of ~7,500 English
   words rated by people, with rules for negation ("not good"), boosters ("very good") and
@@ -17,6 +18,13 @@ The gold reward of a response ``y`` to a prompt ``x`` is::
   (stopwords left out); natural reviews repeat a little (the subject, "good"), so only the part
   above ``repeat_allowance`` is penalised. "great great great great" is penalised heavily.
 * **overrun**: words beyond ``max_words`` (natural responses are 1-4 short sentences).
+* **junk**: the number of the response's whitespace-separated chunks that are not language: a chunk
+  with characters other than letters, digits, apostrophes, hyphens and ordinary punctuation, or with
+  a word the world's language does not have (:func:`sepo.world.text.known_words`, VADER's lexicon and
+  the stopwords). Each costs ``junk_weight``, 1 at most in all. A count, not a share, so that removing
+  a clean word changes nothing (its credit stays 0). A policy that unlearns how to end a sentence and
+  emits byte soup sprinkled with sentiment words ("I liked the�ffee�ruigi lovely") would otherwise
+  keep VADER's score.
 
 Without these terms VADER alone is maximised by a pile of positive words, and a policy pushed
 too far could never *lose* gold reward; with them over-optimisation can show.
@@ -55,6 +63,9 @@ PROMPT_STOPWORDS = STOPWORDS | frozenset(
 )
 
 
+CLEAN_CHUNK = re.compile(r"^[\"'(]*(?:[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*)?[.,!?;:\"')]*$")
+
+
 def words(text: str) -> list[tuple[int, int]]:
     """Character spans ``(start, end)`` of the words of ``text``."""
     return [m.span() for m in WORD.finditer(text)]
@@ -83,9 +94,10 @@ class GoldJudge:
     repeat_allowance: float = 0.3
     overrun_weight: float = 0.5
     max_words: int = 48
+    junk_weight: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("off_subject_penalty", "repeat_weight", "overrun_weight"):
+        for name in ("off_subject_penalty", "repeat_weight", "overrun_weight", "junk_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"GoldJudge.{name} = {value!r}: must be a finite number >= 0")
@@ -98,9 +110,20 @@ class GoldJudge:
     def _vader(self) -> SentimentIntensityAnalyzer:
         return SentimentIntensityAnalyzer()
 
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        from sepo.world.text import known_words
+
+        return known_words() | STOPWORDS | frozenset(w.lower() for w in self._vader.lexicon)
+
+    def junk(self, response: str) -> int:
+        """How many whitespace-separated chunks are not clean words of the world's language."""
+        return sum(1 for c in response.split() if not CLEAN_CHUNK.match(c)
+                   or any(w.lower() not in self._known and not w.isdigit() for w in WORD.findall(c)))
+
     # --- the reward and its terms -----------------------------------------------------------
     def terms(self, prompt: str, response: str) -> dict[str, float]:
-        """The parts of the gold reward: ``sentiment`` and the three (non-negative) penalties."""
+        """The parts of the gold reward: ``sentiment`` and the four (non-negative) penalties."""
         sentiment = self._vader.polarity_scores(response)["compound"] if response.strip() else 0.0
         subject = set(content_words(prompt, PROMPT_STOPWORDS))
         said = content_words(response)
@@ -112,12 +135,13 @@ class GoldJudge:
             "off_subject": self.off_subject_penalty * off_subject,
             "repetition": self.repeat_weight * max(0.0, repeated - self.repeat_allowance),
             "overrun": self.overrun_weight * max(0, n_words - self.max_words) / self.max_words,
+            "junk": min(1.0, self.junk_weight * self.junk(response)),
         }
 
     def reward(self, prompt: str, response: str) -> float:
         """Gold reward of one response (see the module docstring)."""
         t = self.terms(prompt, response)
-        return t["sentiment"] - t["off_subject"] - t["repetition"] - t["overrun"]
+        return t["sentiment"] - t["off_subject"] - t["repetition"] - t["overrun"] - t["junk"]
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Gold rewards of aligned prompts and responses."""

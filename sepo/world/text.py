@@ -95,8 +95,24 @@ OOD = Vocabulary(
     others=("vending machine", "garden", "staircase", "fountain", "car park", "bus stop", "laundry", "terrace"),
 )
 MONTHS = ("January", "March", "May", "July", "September", "November")
+_GRAMMAR_WORDS = ("the", "I", "but", "was", "were")  # the words the sentence builders below write themselves
 
 VOCABULARIES = {"id": ID, "ood": OOD}
+
+
+def known_words() -> frozenset[str]:
+    """Every word the world's text can contain (both worlds, lower-cased): what the gold judge counts as language."""
+    import re
+
+    word = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")  # as sepo.world.judge.WORD
+    texts: list[str] = []
+    for v in VOCABULARIES.values():
+        for field in dataclasses.fields(v):
+            texts.extend(re.sub(r"\{[a-z_]+\}", " ", t) for t in getattr(v, field.name))
+    for group in (POSITIVE, NEGATIVE, NEUTRAL, NEGATIONS, BOOSTERS, POSITIVE_VERBS, NEGATIVE_VERBS, DAYS, MONTHS,
+                  *NEGATED_COPULAS.values(), tuple(NEGATED_COPULAS), _GRAMMAR_WORDS):
+        texts.extend(group)
+    return frozenset(w.lower() for t in texts for w in word.findall(t))
 
 
 def vocabulary(world: str) -> Vocabulary:
