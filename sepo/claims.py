@@ -57,7 +57,8 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
     for cid in ids:
         if cid in found:
             source, record = found[cid]
-            lines.append(f"| {cid} | {record['statement']} | **{record['verdict']}** | `results/{source}/` |")
+            statement = record["statement"].replace("|", "\\|")  # a "|reward|" must not end the table cell
+            lines.append(f"| {cid} | {statement} | **{record['verdict']}** | `results/{source}/` |")
         else:
             lines.append(f"| {cid} | {STATEMENTS[cid]} | not measured | - |")
     lines += ["", "## Effects", ""]
