@@ -104,7 +104,8 @@ def known_words() -> frozenset[str]:
     """Every word the world's text can contain (both worlds, lower-cased): what the gold judge counts as language."""
     import re
 
-    word = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")  # as sepo.world.judge.WORD
+    from sepo.world.judge import WORD  # the judge's own word pattern, so both count the same words
+
     texts: list[str] = []
     for v in VOCABULARIES.values():
         for field in dataclasses.fields(v):
@@ -112,7 +113,7 @@ def known_words() -> frozenset[str]:
     for group in (POSITIVE, NEGATIVE, NEUTRAL, NEGATIONS, BOOSTERS, POSITIVE_VERBS, NEGATIVE_VERBS, DAYS, MONTHS,
                   *NEGATED_COPULAS.values(), tuple(NEGATED_COPULAS), _GRAMMAR_WORDS):
         texts.extend(group)
-    return frozenset(w.lower() for t in texts for w in word.findall(t))
+    return frozenset(w.lower() for t in texts for w in WORD.findall(t))
 
 
 def vocabulary(world: str) -> Vocabulary:
