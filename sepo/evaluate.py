@@ -149,6 +149,23 @@ def pair_by_sample(model_rows: Sequence[dict], reference_rows: Sequence[dict]) -
     return pairs
 
 
+def check_samples_per_prompt(rows: Sequence[dict], prompts: Sequence[dict], num_samples: int, source: str) -> None:
+    """Raise :class:`DataError` unless ``rows`` hold samples ``0 .. num_samples-1`` of every prompt and nothing else."""
+    expected = {(p["index"], p["instruction"], j) for p in prompts for j in range(num_samples)}
+    found: set = set()
+    for i, row in enumerate(rows):
+        key = (row.get("index"), row["instruction"], row.get("sample", 0))
+        if key not in expected:
+            raise DataError(f"{source}: row {i}: sample {key[2]} of prompt {key[0]} is not one of the {num_samples} "
+                            f"sample(s) per prompt of this prompt set")
+        if key in found:
+            raise DataError(f"{source}: row {i}: sample {key[2]} of prompt {key[0]} appears twice")
+        found.add(key)
+    if found != expected:
+        index, _, sample = sorted(expected - found, key=lambda k: (k[0], k[2]))[0]
+        raise DataError(f"{source}: {len(expected - found)} sample(s) missing, e.g. sample {sample} of prompt {index}")
+
+
 def _pair(baseline: dict, model: dict) -> dict:
     return {"instruction": model["instruction"], "output_1": baseline["output"], "output_2": model["output"],
             "generator_1": baseline["generator"], "generator_2": model["generator"],
@@ -349,6 +366,9 @@ class EvalConfig(StageConfig):
     prompt_set: str = help_field("", help="alpaca_eval, arena_hard, mt_bench (first turns) or a .json/.jsonl file of instructions")
     max_prompts: int = help_field(0, help="evaluate the first max_prompts prompts only (0: all)")
     baseline_outputs: str = help_field("", help="outputs of a fixed baseline in AlpacaEval's layout ('' : none)")
+    reference_outputs: str = help_field("", help="the reference model's samples on these prompts (AlpacaEval layout, "
+                                               "num_samples per prompt, e.g. written by sample_outputs), reused "
+                                               "instead of sampling the reference again ('' : sample it here)")
     num_samples: int = help_field(1, help="samples per prompt")
     max_new_tokens: int = help_field(64, help="longest sampled response, in tokens")
     temperature: float = help_field(1.0, help="sampling temperature")
@@ -405,6 +425,40 @@ def _default_gold():
     return GoldJudge()
 
 
+def _model_inputs(config: EvalConfig, prompts: Sequence[dict]) -> list:
+    """What the models read: the instruction, or a user message rendered by the chat template."""
+    return [[{"role": "user", "content": p["instruction"]}] if config.chat_template else p["instruction"] for p in prompts]
+
+
+def _sampling(config: EvalConfig) -> dict[str, Any]:
+    return dict(num_samples=config.num_samples, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                top_p=config.top_p, seed=config.seed, batch_size=config.batch_size)
+
+
+def sample_reference_outputs(config: EvalConfig, path: str | Path) -> Path:
+    """Write the reference model's samples exactly as :func:`run_evaluate` would draw them, for ``reference_outputs``.
+
+    Sampling is seeded per call, so these are the samples an evaluation with the same prompts and
+    sampling fields draws from ``reference_dir``; evaluations of several policies against one
+    reference (a table's rows) then share one set of reference samples instead of redrawing it.
+    """
+    from sepo.trainer import load_causal_lm, load_tokenizer
+
+    prompts = load_prompt_set(config.prompt_set, limit=config.max_prompts or None)
+    tokenizer = load_tokenizer(config.reference_dir, "reference_dir")
+    if config.chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"EvalConfig.chat_template = True: the tokenizer of {config.reference_dir!r} has no chat template")
+    reference = load_causal_lm(config.reference_dir, "reference_dir", bf16=config.bf16).to(config.device).eval()
+    responses = _sample_responses(reference, tokenizer, _model_inputs(config, prompts), **_sampling(config))
+    rows = outputs_records(prompts, responses, config.reference_generator or _default_name(config.reference_dir))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write_json(tmp, rows)
+    tmp.replace(path)
+    return path
+
+
 def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any]:
     """Sample, judge and score one policy; write outputs, annotations, ``metrics.json`` and ``config.yaml``.
 
@@ -424,6 +478,9 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
     baseline_rows = load_outputs(config.baseline_outputs) if config.baseline_outputs else None
     if baseline_rows is not None:
         check_same_instructions(prompts, baseline_rows, ("prompt set", "baseline"))
+    reference_rows = load_outputs(config.reference_outputs) if config.reference_outputs else None
+    if reference_rows is not None:
+        check_samples_per_prompt(reference_rows, prompts, config.num_samples, config.reference_outputs)
     tokenizer = load_tokenizer(config.model_dir, "model_dir")
     check_same_tokenizer(tokenizer, load_tokenizer(config.reference_dir, "reference_dir"), "policy and reference")
     if config.chat_template and not getattr(tokenizer, "chat_template", None):
@@ -435,15 +492,13 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
 
     # 2. sample
     seed_everything(config.seed)
-    # what the models read: the instruction, or a user message rendered by the chat template
-    model_inputs = [[{"role": "user", "content": p["instruction"]}] if config.chat_template else p["instruction"]
-                    for p in prompts]
-    sampling = dict(num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
-                    temperature=config.temperature, top_p=config.top_p, seed=config.seed, batch_size=config.batch_size)
+    model_inputs = _model_inputs(config, prompts)
+    sampling = _sampling(config)
     policy_responses = _sample_responses(policy, tokenizer, model_inputs, **sampling)
-    reference_responses = _sample_responses(reference, tokenizer, model_inputs, **sampling)
     policy_rows = outputs_records(prompts, policy_responses, generator)
-    reference_rows = outputs_records(prompts, reference_responses, reference_generator)
+    if reference_rows is None:
+        reference_rows = outputs_records(prompts, _sample_responses(reference, tokenizer, model_inputs, **sampling),
+                                         reference_generator)
 
     # 3. judge
     metrics: dict[str, Any] = {"judge": judge.name, "n_prompts": len(prompts), "n_outputs": len(policy_rows)}

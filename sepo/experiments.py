@@ -240,9 +240,24 @@ class Pipeline:
             prompt_set=self.prompts_path(world), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
             seed=seed, batch_size=64, judge="gold", generator="policy", reference_generator="sft",
         )
+        values["reference_outputs"] = self.reference_outputs(EvalConfig.from_dict(values, out_dir="-"))
         _, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
                                 self.cache, out_field="out_dir")
         return summarize_evaluation(metrics)
+
+
+    def reference_outputs(self, config) -> str:
+        """The reference's samples for an :class:`~sepo.evaluate.EvalConfig` (drawn once, shared by every
+        policy evaluated against that reference with the same prompts, seed and sampling)."""
+        from sepo.evaluate import sample_reference_outputs
+
+        key = config.fingerprint(exclude=("model_dir", "generator", "out_dir", "judge", "judge_model", "base_url",
+                                          "api_key_env", "estimate_kl", "baseline_outputs", "reference_outputs",
+                                          "lc_df_gamed_path"))
+        path = self.derived / "reference_outputs" / f"{key}.json"
+        if not path.exists():
+            sample_reference_outputs(config, path)
+        return str(path)
 
 
 def summarize_evaluation(metrics: dict) -> dict[str, float]:
@@ -634,7 +649,9 @@ def frontier(pipe: Pipeline, run_dir: Path, label: str, seed: int, size: str | N
     points = [(label, 0, sft)]
     checkpoints = sorted(Path(run_dir).glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     points += [(label, int(p.name.split("-")[1]), str(p)) for p in checkpoints]
-    points.append((label, -1, str(Path(run_dir) / "model")))
+    final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
+    if not checkpoints or points[-1][1] != final_step:  # a checkpoint at the last step already holds the final weights
+        points.append((label, -1, str(Path(run_dir) / "model")))
     prompts = pipe.world.eval_prompts(world)[: c.eval_prompts]
     frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts, pipe.world.judge,
                                num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=64)

@@ -1,5 +1,6 @@
 """Evaluation: win rates by hand, skips counted, KL log-ratios by hand, a whole run on tiny models."""
 
+import dataclasses
 import json
 import math
 
@@ -21,6 +22,7 @@ from sepo.evaluate import (
     pair_with_baseline,
     outputs_records,
     run_evaluate,
+    sample_reference_outputs,
     sequence_log_ratios,
     win_rate,
 )
@@ -210,6 +212,40 @@ def test_run_evaluate_fails_before_sampling_and_writes_nothing(run_setup, monkey
     baseline.write_text(json.dumps([{"instruction": PROMPTS[0], "output": "fine", "generator": "fixed"}]))
     config.baseline_outputs = str(baseline)
     with pytest.raises(DataError, match="different instructions"):
+        run_evaluate(config, gold=CountingGold())
+    assert sampler.calls == [] and not (tmp_path / "run").exists()
+
+
+def test_run_evaluate_reuses_reference_samples_written_beforehand(run_setup):
+    config, sampler, tmp_path = run_setup
+    sampled = run_evaluate(config, gold=CountingGold())
+    path = sample_reference_outputs(config, tmp_path / "reference.json")
+    assert sampler.calls == [config.model_dir, config.reference_dir, config.reference_dir]
+    sampler.calls.clear()
+    reuse = dataclasses.replace(config, reference_outputs=str(path), out_dir=str(tmp_path / "reused"))
+    reused = run_evaluate(reuse, gold=CountingGold())
+    assert sampler.calls == [config.model_dir]  # only the policy is sampled
+    for name in ("vs_reference", "score_reference", "score_policy", "kl"):
+        assert reused[name] == sampled[name]
+    assert (json.loads((tmp_path / "reused" / "reference_outputs.json").read_text())
+            == json.loads((tmp_path / "run" / "reference_outputs.json").read_text()))
+
+
+def test_run_evaluate_refuses_reference_samples_that_do_not_fit_the_prompts(run_setup):
+    config, sampler, tmp_path = run_setup
+    path = sample_reference_outputs(config, tmp_path / "reference.json")
+    rows = json.loads(path.read_text())
+    sampler.calls.clear()
+    config.reference_outputs = str(path)
+    path.write_text(json.dumps(rows[:-1]))  # the last prompt's second sample is missing
+    with pytest.raises(DataError, match=r"1 sample\(s\) missing, e.g. sample 1 of prompt 2"):
+        run_evaluate(config, gold=CountingGold())
+    path.write_text(json.dumps(rows + rows[:1]))
+    with pytest.raises(DataError, match="row 6: sample 0 of prompt 0 appears twice"):
+        run_evaluate(config, gold=CountingGold())
+    config.num_samples = 1
+    path.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="row 1: sample 1 of prompt 0 is not one of the 1 sample"):
         run_evaluate(config, gold=CountingGold())
     assert sampler.calls == [] and not (tmp_path / "run").exists()
 

@@ -63,7 +63,7 @@ class WorldConfig(StageConfig):
     """Everything that defines a mini world; its fingerprint names the cache directory."""
 
     seed: int = help_field(0, help="seed of text, tokenizers' corpus, model weights, sampling and splits")
-    id_pairs: int = help_field(2400, help="preference pairs of the in-distribution world (one per distinct prompt)")
+    id_pairs: int = help_field(1800, help="preference pairs of the in-distribution world (one per distinct prompt)")
     ood_pairs: int = help_field(640, help="preference pairs of the out-of-distribution world")
     id_eval_prompts: int = help_field(512, help="held-out in-distribution prompts for evaluation")
     ood_eval_prompts: int = help_field(256, help="held-out out-of-distribution prompts for evaluation")
@@ -77,7 +77,7 @@ class WorldConfig(StageConfig):
     sizes: tuple = help_field(("small", "medium", "large"), help="model sizes trained by SFT with tokenizer A")
     sizes_b: tuple = help_field(("small",), help="model sizes trained by SFT with tokenizer B")
     policy_size: str = help_field("medium", help="size whose SFT model (tokenizer A) samples the preference pairs")
-    sft_steps: int = help_field(300, help="SFT optimizer steps per model")
+    sft_steps: int = help_field(260, help="SFT optimizer steps per model")
     sft_batch_size: int = help_field(32, help="SFT examples per step")
     sft_learning_rate: float = help_field(3e-3, help="peak SFT learning rate (linear decay, warm-up below)")
     sft_warmup_ratio: float = help_field(0.05, help="fraction of SFT steps warming the learning rate up")

@@ -16,7 +16,7 @@ from sepo.errors import ConfigError
 MODEL_SIZES: dict[str, tuple[int, int, int]] = {
     "small": (64, 2, 4),
     "medium": (128, 3, 4),
-    "large": (192, 4, 6),
+    "large": (176, 4, 4),
 }
 
 
