@@ -76,6 +76,18 @@ def policy_steps(args) -> dict:
     return rows
 
 
+def profiles(args) -> dict:
+    """One ``torch.profiler`` run of each step variant per vocabulary (explains the step ratios)."""
+    rows: dict[tuple[int, str], dict] = {}
+    for vocab in args.vocabs:
+        for variant in STEP_VARIANTS:
+            print(f"[profile] vocab {vocab} {variant} (load {load()})", flush=True)
+            rows[(vocab, variant)] = run_worker("profile_step.py", {"variant": variant, "vocab": vocab, "batch": args.batch,
+                                                                    "response_len": args.response_len,
+                                                                    "prompt_len": args.prompt_len, "steps": args.steps})
+    return rows
+
+
 def scoring(args) -> dict:
     rows: dict[tuple[int, str], list[dict]] = {}
     for r in range(args.rounds):
@@ -160,6 +172,28 @@ def step_section(rows: dict, args) -> list[str]:
                     "model(s), gradients, AdamW state and the step's activations; 'during steps' is the part reached after the "
                     "trainer was built. `sepo_full_head` runs the LM head at every position, `sepo_used_head` only at the "
                     "selected tokens (`head_on_used_positions`, the default of the policy stage).", ""]
+
+
+def profile_section(rows: dict, args) -> list[str]:
+    """Where each variant's step time goes, and the ratio of matrix-product work, which bounds the step ratio."""
+    lines = ["### Where the step time goes (`torch.profiler`)", "",
+             f"`.venv/bin/python benchmarks/profile_step.py --variant V --vocab N`: one warm-up and {args.steps} profiled steps "
+             "in a fresh process, same batch and model as above. GFLOP = the profiler's count for the matrix products "
+             "(`aten::mm`, `aten::addmm`, `aten::bmm`, ...) per step; share = self CPU time of an operator over the step's.", "",
+             "| vocab | variant | step s (profiled) | matmul GFLOP / step | GFLOP ratio to TRL | step ratio to TRL | largest operators (share of step) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for vocab in args.vocabs:
+        trl = rows[(vocab, "trl_dpo")]
+        for variant in STEP_VARIANTS:
+            row = rows[(vocab, variant)]
+            ops = ", ".join(f"`{o['op']}` {o['share']:.0%}" for o in row["top_ops"][:5])
+            lines.append(f"| {vocab} | {variant} | {row['step_seconds']:.3f} | {row['matmul_gflop_per_step']:.2f} | "
+                         f"{row['matmul_gflop_per_step'] / trl['matmul_gflop_per_step']:.2f} | "
+                         f"{row['step_seconds'] / trl['step_seconds']:.2f} | {ops} |")
+    lines += ["", "A step whose time is mostly matrix products cannot fall below the ratio of matrix-product work; "
+              "a step ratio under the GFLOP ratio means TRL spends time outside them (full-vocabulary log-softmax, "
+              "copies, its metrics), a ratio above it means ours does.", ""]
+    return lines
 
 
 def scoring_section(rows: dict, args) -> list[str]:
@@ -296,6 +330,7 @@ def main() -> None:
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, COMMANDS_FILE)
     steps = policy_steps(args)
+    profiled = profiles(args)
     scores = scoring(args)
     growth = scaling(args)
     command = "make bench  # = .venv/bin/python benchmarks/run.py " + " ".join(sys.argv[1:])
@@ -307,11 +342,13 @@ def main() -> None:
               "", "Per-variant commands: `.venv/bin/python benchmarks/policy_step.py --variant {trl_dpo,sepo_full_head,"
               "sepo_used_head,ours_dpo} --vocab V`, `.venv/bin/python benchmarks/token_scoring.py --variant "
               "{floor,ours,official} --vocab V` (each prints JSON).", ""]
-    text = "\n".join(header + step_section(steps, args) + scoring_section(scores, args) + commands_section()
+    text = "\n".join(header + step_section(steps, args) + profile_section(profiled, args) + scoring_section(scores, args)
+                     + commands_section()
                      + scaling_section(growth, steps, scores, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, text)
     raw = {"machine": info, "steps": {f"{v}/{n}": r for (v, n), r in steps.items()},
+           "profiles": {f"{v}/{n}": r for (v, n), r in profiled.items()},
            "scoring": {f"{v}/{n}": r for (v, n), r in scores.items()}, "scaling": {f"{v}/{n}": r for (v, n), r in growth.items()}}
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(raw, indent=1))
