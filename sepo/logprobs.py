@@ -22,32 +22,58 @@ def response_positions(prompt_len: int, n_response: int) -> slice:
     return slice(prompt_len - 1, prompt_len - 1 + n_response)
 
 
+class _PickedLogSoftmax(torch.autograd.Function):
+    """``log_softmax(logits)[i, index[i]]`` for (N, V) float32/float64 logits, chunk by chunk in both directions.
+
+    Forward keeps only the (N,) log-normalisers; backward writes ``d logits`` straight into one
+    (N, V) tensor, chunk by chunk: ``-g * softmax(logits)`` plus ``g`` at the picked entry. Autograd
+    through sliced chunks would instead allocate a zero (N, V) gradient per chunk and add them up.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+        lse = torch.empty(logits.shape[0], dtype=logits.dtype, device=logits.device)
+        for start in range(0, logits.shape[0], rows):
+            lse[start : start + rows] = torch.logsumexp(logits[start : start + rows], dim=-1)
+        ctx.save_for_backward(logits, index, lse)
+        ctx.rows = rows
+        return torch.gather(logits, -1, index[:, None]).squeeze(-1) - lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, index, lse = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.rows):
+            part, g = out[start : start + ctx.rows], grad[start : start + ctx.rows, None]  # (r, V) view, (r, 1)
+            torch.sub(logits[start : start + ctx.rows], lse[start : start + ctx.rows, None], out=part)
+            part.exp_().mul_(-g)  # -g * softmax
+            part.scatter_add_(-1, index[start : start + ctx.rows, None], g)  # + g at the picked token
+        return out, None, None
+
+
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:
     """``log_softmax(logits, -1).gather(-1, index[..., None])[..., 0]`` without a second logits-sized tensor.
 
     ``logits`` (..., V), ``index`` (...) -> (...). Rows are processed in chunks of at most
-    ``chunk_elements`` logits, so the temporaries of the normaliser never exceed one chunk while
-    the only full-size tensor is ``logits`` itself. In float32/float64 the normaliser is
-    ``logsumexp`` and the picked logit is gathered directly; in low precision (bfloat16/float16),
-    where that loses accuracy, each chunk's log-softmax is computed in its own dtype instead.
+    ``chunk_elements`` logits, so the temporaries of the normaliser never exceed one chunk; in
+    float32/float64 the backward pass writes the logits' gradient in place, chunk by chunk
+    (:class:`_PickedLogSoftmax`), so it too makes one logits-sized tensor, the gradient itself. In
+    low precision (bfloat16/float16), where ``logit - logsumexp`` loses accuracy, each chunk's
+    log-softmax is computed in its own dtype instead.
     """
     if logits.dim() > 2:
         # one leading slice at a time: a slice like logits[:, :-1] is not contiguous, and flattening
         # it would copy the whole tensor
         return torch.stack([selective_log_softmax(part, idx, chunk_elements) for part, idx in zip(logits, index)])
-    vocab = logits.shape[-1]
-    rows = max(1, chunk_elements // max(vocab, 1))
+    if logits.shape[0] == 0:
+        return logits.new_zeros(index.shape)
+    rows = max(1, chunk_elements // max(logits.shape[-1], 1))
+    if logits.dtype in (torch.float32, torch.float64):
+        return _PickedLogSoftmax.apply(logits, index, rows)
     out = []
     for start in range(0, logits.shape[0], rows):
-        chunk = logits[start : start + rows]  # (r, V), a view
-        chunk_index = index[start : start + rows, None]  # (r, 1)
-        if chunk.dtype in (torch.float32, torch.float64):
-            picked = torch.gather(chunk, -1, chunk_index).squeeze(-1)
-            out.append(picked - torch.logsumexp(chunk, dim=-1))
-        else:
-            out.append(F.log_softmax(chunk, dim=-1).gather(-1, chunk_index).squeeze(-1))
-    if not out:
-        return logits.new_zeros(index.shape)
+        chunk, chunk_index = logits[start : start + rows], index[start : start + rows, None]  # (r, V) view, (r, 1)
+        out.append(F.log_softmax(chunk, dim=-1).gather(-1, chunk_index).squeeze(-1))
     return torch.cat(out)
 
 

@@ -53,8 +53,18 @@ def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT) -> floa
         cwd=str(root),
         progress_bar=False,
         kernel_name="python3",
+        config=kernel_config(),
     )
     return time.perf_counter() - start
+
+
+def kernel_config():
+    """Kernel-manager settings: CurveZMQ keys for the kernel's sockets when pyzmq supports them (ipykernel
+    warns on every start of a kernel whose local TCP sockets are unencrypted)."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
 
 
 def main(argv: list[str] | None = None) -> int:

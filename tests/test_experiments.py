@@ -80,3 +80,33 @@ def test_selected_tokens_counts_what_the_selection_keeps(tokenizer):
     assert chosen.loc[repr(tokenizer.decode([a])), "mean_gold_credit"] == (0.5 + 0.25) / 3  # credit on token 0 only
     rejected = frame[frame.side == "rejected"]
     assert rejected.token.tolist() == [repr(tokenizer.decode([eos]))] and rejected.selected.tolist() == [2]
+
+
+@pytest.mark.parametrize("global_step, expected", [(96, [0, 24, 48, 72, 96]), (100, [0, 24, 48, 72, 96, -1])])
+def test_frontier_points_are_the_sft_model_every_checkpoint_and_the_final_model_once(tmp_path, monkeypatch, global_step,
+                                                                                       expected):
+    import types
+
+    import pandas as pd
+
+    from sepo import experiments
+
+    run = tmp_path / "run"
+    for step in (24, 48, 72, 96):
+        (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"train/global_step": global_step}))
+    seen = {}
+
+    def fake_frontier(points, *args, **kwargs):
+        seen["points"] = list(points)
+        return pd.DataFrame({"method": [p[0] for p in seen["points"]], "step": [p[1] for p in seen["points"]]})
+
+    monkeypatch.setattr("sepo.evaluate.reward_kl_frontier", fake_frontier)
+    monkeypatch.setattr("sepo.trainer.load_causal_lm", lambda path, field: types.SimpleNamespace(eval=lambda: None))
+    monkeypatch.setattr("sepo.trainer.load_tokenizer", lambda path, field: None)
+    pipe = types.SimpleNamespace(config=ExperimentConfig(), sft_path=lambda size: "sft",
+                                 world=types.SimpleNamespace(eval_prompts=lambda world: ["p"], judge=None))
+    experiments.frontier(pipe, run, "DPO", seed=0)
+    # a checkpoint at the last step already holds the final weights: they are evaluated once
+    assert [p[1] for p in seen["points"]] == expected
+    assert seen["points"][0][2] == "sft" and seen["points"][-1][2].endswith("model" if expected[-1] == -1 else "checkpoint-96")

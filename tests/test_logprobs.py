@@ -20,6 +20,20 @@ def test_selective_log_softmax_equals_gather_of_log_softmax(dtype, atol, chunk_e
     assert torch.allclose(got.double(), expected, atol=atol, rtol=1e-2)
 
 
+@pytest.mark.parametrize("chunk_elements", [7, 250, 1 << 22])  # one row per chunk, a few rows, all rows at once
+def test_selective_log_softmax_gradient_matches_autograd_of_log_softmax(chunk_elements):
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(9, 101, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    index = torch.randint(0, 101, (9,), generator=g)
+    weights = torch.randn(9, generator=g, dtype=torch.float64)  # an upstream gradient that differs per row
+    (selective_log_softmax(logits, index, chunk_elements=chunk_elements) * weights).sum().backward()
+    reference = logits.detach().clone().requires_grad_()
+    (torch.log_softmax(reference, -1).gather(-1, index[:, None]).squeeze(-1) * weights).sum().backward()
+    assert torch.allclose(logits.grad, reference.grad, atol=1e-12)
+    small = logits.detach()[:4].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: selective_log_softmax(x, index[:4], chunk_elements=chunk_elements), (small,))
+
+
 def test_shift_convention_position_t_scores_token_t_plus_1(model_pair):
     """logps[:, t] must be log p(input_ids[t+1] | input_ids[:t+1]), computed here from prefixes alone."""
     model = model_pair[0]
