@@ -38,10 +38,23 @@ def token_heatmap(tokens: Sequence[str], rows: dict[str, Sequence[float]], title
     return fig
 
 
+def t_errorbar(values) -> tuple[float, float]:
+    """Seaborn ``errorbar`` callable: the 95% Student-t interval over seeds (as in the tables and claims).
+
+    Seaborn's own ``("ci", 95)`` bootstraps with an unseeded generator, so figures would change
+    from run to run; this interval is deterministic. One value draws no bar.
+    """
+    from sepo.stats import t_interval
+
+    values = list(values)
+    mean, low, high = t_interval(values)
+    return (mean, mean) if len(values) < 2 else (low, high)
+
+
 def bars(frame, x: str, y: str, hue: str | None = None, title: str = "", ylabel: str | None = None, reference: float | None = None):
-    """Mean over seeds with 95% t-intervals (seaborn's errorbar), one bar per ``x``."""
+    """Mean over seeds with 95% t-intervals (:func:`t_errorbar`), one bar per ``x``."""
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * frame[x].nunique()), 3.5))
-    sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax, errorbar=("ci", 95), capsize=0.1)
+    sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax, errorbar=t_errorbar, capsize=0.1)
     if reference is not None:
         ax.axhline(reference, color="k", lw=1, ls="--")
     ax.set_title(title)
@@ -51,9 +64,9 @@ def bars(frame, x: str, y: str, hue: str | None = None, title: str = "", ylabel:
 
 
 def lines(frame, x: str, y: str, hue: str | None = None, title: str = "", reference: float | None = None, logx: bool = False):
-    """Mean over seeds with 95% intervals against a swept parameter."""
+    """Mean over seeds with 95% t-intervals (:func:`t_errorbar`) against a swept parameter."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    sns.lineplot(data=frame, x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+    sns.lineplot(data=frame, x=x, y=y, hue=hue, marker="o", errorbar=t_errorbar, ax=ax)
     if reference is not None:
         ax.axhline(reference, color="k", lw=1, ls="--")
     if logx:
