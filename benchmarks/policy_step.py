@@ -81,6 +81,29 @@ def build_ours(variant: str, pairs: list[dict], vocab: int, max_len: int, batch:
     )
 
 
+def build_trainer(variant: str, pairs: list[dict], vocab: int, max_len: int, batch: int, out_dir: str, k: float):
+    """The trainer of a variant: TRL's ``DPOTrainer`` for ``trl_dpo``, ours otherwise."""
+    if variant == "trl_dpo":
+        return build_trl(variant, pairs, vocab, max_len, batch, out_dir)
+    return build_ours(variant, pairs, vocab, max_len, batch, out_dir, k)
+
+
+def make_step(trainer):
+    """One optimizer step of ``trainer`` on one fixed batch from its own data loader; the step returns the loss."""
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one batch per optimizer step here
+    model, optimizer = trainer.model, trainer.optimizer
+    inputs = next(iter(trainer.get_train_dataloader()))
+
+    def step() -> float:
+        loss = trainer.training_step(model, inputs)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
 def measure(variant: str, vocab: int, prompt_len: int, response_len: int, batch: int, steps: int, warmup: int, k: float) -> dict:
     import torch
     import trl  # noqa: F401  (imported by every variant, so the post-import baseline is the same)
@@ -93,26 +116,13 @@ def measure(variant: str, vocab: int, prompt_len: int, response_len: int, batch:
     pairs = synthetic_pairs(batch, vocab, prompt_len, response_len, seed=0)
     max_len = prompt_len + response_len
     with tempfile.TemporaryDirectory() as out_dir:
-        if variant == "trl_dpo":
-            trainer = build_trl(variant, pairs, vocab, max_len, batch, out_dir)
-        else:
-            trainer = build_ours(variant, pairs, vocab, max_len, batch, out_dir, k)
+        trainer = build_trainer(variant, pairs, vocab, max_len, batch, out_dir, k)
         model = trainer.model
         built = peak_rss_mib()
-        trainer.create_optimizer()
-        trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; one batch per optimizer step here
-        optimizer = trainer.optimizer
-        inputs = next(iter(trainer.get_train_dataloader()))
+        step = make_step(trainer)
         losses: list[float] = []
-
-        def step() -> None:
-            loss = trainer.training_step(model, inputs)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss))
-
         torch.manual_seed(0)
-        seconds = timed(step, steps, warmup)
+        seconds = timed(lambda: losses.append(step()), steps, warmup)
         peak = peak_rss_mib()
     return {"variant": variant, "vocab": vocab, "prompt_len": prompt_len, "response_len": response_len, "batch": batch,
             "step_seconds": summary(seconds), "peak_rise_mib": peak - baseline, "built_rise_mib": built - baseline,

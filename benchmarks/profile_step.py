@@ -25,26 +25,12 @@ def profile(variant: str, vocab: int, prompt_len: int, response_len: int, batch:
     from torch.profiler import profile as torch_profile
 
     from bench_common import setup_torch, synthetic_pairs
-    from policy_step import build_ours, build_trl
+    from policy_step import build_trainer, make_step
 
     setup_torch()
     pairs = synthetic_pairs(batch, vocab, prompt_len, response_len, seed=0)
-    max_len = prompt_len + response_len
     with tempfile.TemporaryDirectory() as out_dir:
-        if variant == "trl_dpo":
-            trainer = build_trl(variant, pairs, vocab, max_len, batch, out_dir)
-        else:
-            trainer = build_ours(variant, pairs, vocab, max_len, batch, out_dir, k)
-        trainer.create_optimizer()
-        trainer.current_gradient_accumulation_steps = 1
-        model, optimizer = trainer.model, trainer.optimizer
-        inputs = next(iter(trainer.get_train_dataloader()))
-
-        def step() -> None:
-            trainer.training_step(model, inputs)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
+        step = make_step(build_trainer(variant, pairs, vocab, prompt_len + response_len, batch, out_dir, k))
         step()  # warm-up
         with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             start = time.perf_counter()

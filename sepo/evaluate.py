@@ -367,7 +367,7 @@ class EvalConfig(StageConfig):
     max_prompts: int = help_field(0, help="evaluate the first max_prompts prompts only (0: all)")
     baseline_outputs: str = help_field("", help="outputs of a fixed baseline in AlpacaEval's layout ('' : none)")
     reference_outputs: str = help_field("", help="the reference model's samples on these prompts (AlpacaEval layout, "
-                                               "num_samples per prompt, e.g. written by sample_outputs), reused "
+                                               "num_samples per prompt, e.g. written by sample_reference_outputs), reused "
                                                "instead of sampling the reference again ('' : sample it here)")
     num_samples: int = help_field(1, help="samples per prompt")
     max_new_tokens: int = help_field(64, help="longest sampled response, in tokens")
@@ -430,6 +430,11 @@ def _model_inputs(config: EvalConfig, prompts: Sequence[dict]) -> list:
     return [[{"role": "user", "content": p["instruction"]}] if config.chat_template else p["instruction"] for p in prompts]
 
 
+def _check_chat_template(config: EvalConfig, tokenizer, path: str) -> None:
+    if config.chat_template and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"EvalConfig.chat_template = True: the tokenizer of {path!r} has no chat template")
+
+
 def _sampling(config: EvalConfig) -> dict[str, Any]:
     return dict(num_samples=config.num_samples, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                 top_p=config.top_p, seed=config.seed, batch_size=config.batch_size)
@@ -446,17 +451,11 @@ def sample_reference_outputs(config: EvalConfig, path: str | Path) -> Path:
 
     prompts = load_prompt_set(config.prompt_set, limit=config.max_prompts or None)
     tokenizer = load_tokenizer(config.reference_dir, "reference_dir")
-    if config.chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"EvalConfig.chat_template = True: the tokenizer of {config.reference_dir!r} has no chat template")
+    _check_chat_template(config, tokenizer, config.reference_dir)
     reference = load_causal_lm(config.reference_dir, "reference_dir", bf16=config.bf16).to(config.device).eval()
     responses = _sample_responses(reference, tokenizer, _model_inputs(config, prompts), **_sampling(config))
-    rows = outputs_records(prompts, responses, config.reference_generator or _default_name(config.reference_dir))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write_json(tmp, rows)
-    tmp.replace(path)
-    return path
+    write_json(path, outputs_records(prompts, responses, config.reference_generator or _default_name(config.reference_dir)))
+    return Path(path)
 
 
 def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any]:
@@ -483,8 +482,7 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
         check_samples_per_prompt(reference_rows, prompts, config.num_samples, config.reference_outputs)
     tokenizer = load_tokenizer(config.model_dir, "model_dir")
     check_same_tokenizer(tokenizer, load_tokenizer(config.reference_dir, "reference_dir"), "policy and reference")
-    if config.chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"EvalConfig.chat_template = True: the tokenizer of {config.model_dir!r} has no chat template")
+    _check_chat_template(config, tokenizer, config.model_dir)
     policy = load_causal_lm(config.model_dir, "model_dir", bf16=config.bf16).to(config.device).eval()
     reference = load_causal_lm(config.reference_dir, "reference_dir", bf16=config.bf16).to(config.device).eval()
     generator = config.generator or _default_name(config.model_dir)

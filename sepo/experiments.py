@@ -245,7 +245,6 @@ class Pipeline:
                                 self.cache, out_field="out_dir")
         return summarize_evaluation(metrics)
 
-
     def reference_outputs(self, config) -> str:
         """The reference's samples for an :class:`~sepo.evaluate.EvalConfig` (drawn once, shared by every
         policy evaluated against that reference with the same prompts, seed and sampling)."""
