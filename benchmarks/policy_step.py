@@ -71,7 +71,7 @@ def build_ours(variant: str, pairs: list[dict], vocab: int, max_len: int, batch:
         gen = torch.Generator().manual_seed(1)
         scores = {side: [torch.randn(len(r), generator=gen).tolist() for r in rows[f"{side}_ids"]] for side in ("chosen", "rejected")}
         rows["chosen_selected"], rows["rejected_selected"] = select_from_scores(
-            scores["chosen"], scores["rejected"], "sepo", k_w=k, k_l=k)
+            scores["chosen"], scores["rejected"], "topk", k_w=k, k_l=k)
         extra = ("selected",)
     ref = tiny_llama(vocab, max_len, seed=0) if loss.needs_reference else None
     return PreferenceTrainer(

@@ -79,7 +79,7 @@ def measure(variant: str, vocab: int, prompt_len: int, response_len: int, pairs_
     def ours() -> None:
         scores = token_rewards(oracle, reference, dataset, beta=1.0, batch_size=batch, pad_id=0)
         select_seconds.extend(timed(lambda: select_from_scores(scores["chosen_scores"], scores["rejected_scores"],
-                                                               "sepo", k_w=k, k_l=k), 1, 0))
+                                                               "topk", k_w=k, k_l=k), 1, 0))
 
     def official() -> None:
         with torch.inference_mode():

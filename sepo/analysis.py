@@ -93,3 +93,59 @@ def selection_agreement(
         "gold_mass": mass(picked),
         "random_gold_mass": mass(random_pick),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Analyses of a scored dataset (an oracle run's ``scored/``) against the world's gold credit
+# --------------------------------------------------------------------------------------------
+def gold_token_credit(scored, side: str) -> list[list[float]]:
+    """Gold credit of every response token of a scored dataset (the judge's word credit carried by offsets)."""
+    from sepo.world.judge import credit_to_tokens
+
+    return [credit_to_tokens(c, o) for c, o in zip(scored[f"{side}_credit"], scored[f"{side}_offsets"])]
+
+
+def token_agreement(scored, k: float = 0.3, seed: int = 0,
+                    score_columns: tuple[str, str] = ("chosen_scores", "rejected_scores")) -> dict[str, float]:
+    """Oracle token rewards against gold credit, per side: :func:`concentration` of both (C1),
+    :func:`rank_agreement` (``spearman``) and :func:`selection_agreement` at ``k`` (R1)."""
+    out: dict[str, float] = {}
+    for side, column, largest in (("chosen", score_columns[0], True), ("rejected", score_columns[1], False)):
+        scores, gold = scored[column], gold_token_credit(scored, side)
+        for name, value in concentration(scores).items():
+            out[f"{side}/oracle_{name}"] = value
+        for name, value in concentration(gold).items():
+            out[f"{side}/gold_{name}"] = value
+        out[f"{side}/spearman"] = rank_agreement(scores, gold)
+        for name, value in selection_agreement(scores, gold, k, largest=largest, seed=seed).items():
+            out[f"{side}/{name}"] = value
+    return out
+
+
+def selected_tokens(scored, tokenizer, k: float = 0.3, top: int = 10):
+    """Which tokens SePO's selection keeps most often, per side, against how common they are.
+
+    One row per (side, token) among the ``top`` most selected: ``selected`` (count), ``share_of_selection``,
+    ``share_of_tokens`` (its base rate among all response tokens of that side) and ``mean_gold_credit`` of
+    its selected occurrences. A selection dominated by punctuation, EOS or function words shows here.
+    """
+    from collections import Counter, defaultdict
+
+    import pandas as pd
+
+    chosen, rejected = selectors.select_from_scores(scored["chosen_scores"], scored["rejected_scores"], "topk", k_w=k, k_l=k)
+    rows = []
+    for side, selections in (("chosen", chosen), ("rejected", rejected)):
+        picked, seen, credit = Counter(), Counter(), defaultdict(float)
+        for ids, mask, gold in zip(scored[f"{side}_ids"], selections, gold_token_credit(scored, side)):
+            seen.update(ids)
+            for token, keep, g in zip(ids, mask, gold):
+                if keep:
+                    picked[token] += 1
+                    credit[token] += g
+        n_picked, n_seen = sum(picked.values()), sum(seen.values())
+        for token, count in picked.most_common(top):
+            rows.append({"side": side, "token": repr(tokenizer.decode([token])), "selected": count,
+                         "share_of_selection": count / n_picked, "share_of_tokens": seen[token] / n_seen,
+                         "mean_gold_credit": credit[token] / count})
+    return pd.DataFrame(rows)

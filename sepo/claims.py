@@ -1,7 +1,10 @@
-"""``results/claims.md``: every claim (C1-C6) and reviewers' question (R1-R5) with its measured verdict.
+"""The claims (C1-C6), the reviewers' questions (R1-R5), and the rules that give each its verdict.
 
-Each notebook's ``metrics.json`` carries a ``claims`` mapping (id -> statement, per-seed effects with
-95% t-intervals, verdict), computed by :mod:`sepo.experiments`. This module only gathers them.
+Each claim's statement is written once, in :data:`STATEMENTS`. Each verdict rule is a pure function
+of a table (a ``pandas.DataFrame`` with one row per run and seed, as :mod:`sepo.tables` builds it)
+that returns claim records: the statement, the per-seed effects with 95% t-intervals (:mod:`sepo.stats`),
+one verdict, and a note. Notebooks store the records in their ``metrics.json``;
+:func:`write_claims` gathers them into ``results/claims.md``.
 """
 
 from __future__ import annotations
@@ -9,26 +12,218 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
+
+from sepo import stats
 
 ORDER = ("C1", "C2", "C2-control", "C3", "C3-gamma", "C4", "C5", "C6", "R1", "R2", "R3", "R4", "R5", "SDPO")
 
 STATEMENTS = {
-    "C1": "A response's total reward is dominated by a few tokens.",
-    "C2": "SePO at k = 30% beats DPO, IPO, SimPO (and RRHF) trained on all tokens.",
-    "C3": "Performance vs k rises then falls; vs k_l it falls past a point; sensitive to gamma / beta.",
-    "C4": "Weak-to-strong: a small oracle supervises a much larger policy.",
-    "C5": "Selecting key tokens on out-of-distribution data helps where all-token training over-optimizes.",
-    "C6": "Oracle quality matters: an oracle trained on too little data selects badly.",
-    "R1": "Do token rewards rank tokens like the true per-token credit?",
-    "R2": "How does each method trade gold reward against KL to the reference?",
-    "R3": "Can rewards be carried across tokenizers?",
-    "R4": "How to choose k without a grid search?",
-    "R5": "Win rate against the untrained (SFT) model itself.",
+    "C1": "A response's reward is dominated by a few tokens: the top 30% of tokens hold more of |reward| than they "
+          "would of Gaussian noise",
+    "C2": "SePO (k=30%) beats DPO, IPO, SimPO and RRHF trained on all tokens (gold win rate vs SFT)",
+    "C2-control": "Choosing tokens by oracle reward beats random tokens of the same count",
+    "C3": "Performance rises then falls with k; raising k_l past a point hurts",
+    "C3-gamma": "SePO is sensitive to gamma (the scale of the selected-token log-probs)",
+    "C4": "A small oracle supervises a much larger policy (weak-to-strong)",
+    "C5": "Selecting key tokens on out-of-distribution data helps where all-token training over-optimizes",
+    "C6": "An oracle trained on too little data selects worse (quality grows with its data)",
+    "R1": "Oracle token rewards rank tokens like the true per-token credit (better than chance)",
+    "R2": "Reward-vs-KL: SePO gets more gold reward than DPO for the same KL to the reference",
+    "R3": "Token rewards carried across tokenizers by character offsets still select informative tokens",
+    "R4": "Selecting by reward mass (adaptive count per response) matches or beats a fixed k=30%",
+    "R5": "Win rate against the untrained SFT model itself (reported for every method)",
+    "SDPO": "Selective-DPO selects better with a stronger reference",
 }
 
 
-def _fmt(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:+.3f}"
+def claim(cid: str, effects: list[stats.Effect], verdicts: list[str], note: str = "") -> dict[str, Any]:
+    """A claim record: its statement, per-seed effects with 95% CIs, one verdict (parts combined)."""
+    return {
+        "statement": STATEMENTS[cid],
+        "effects": [e.to_dict() for e in effects],
+        "verdict": stats.combine(verdicts),
+        "note": note,
+    }
+
+
+def _by(frame, column: str = "method") -> dict[str, Any]:
+    """Rows of each value of ``column``, in seed order."""
+    return {m: frame[frame[column] == m].sort_values("seed") for m in frame[column].unique()}
+
+
+# --------------------------------------------------------------------------------------------
+# Verdict rules, one per table
+# --------------------------------------------------------------------------------------------
+def main_table_claims(frame) -> dict[str, dict]:
+    """C2 (SePO against each all-token baseline), R5 (SePO against its own SFT model), C2-control
+    (oracle-selected against random tokens), from a main table with ``method``, ``seed``, ``win_rate``."""
+    by = _by(frame)
+    effects, verdicts = [], []
+    for rival in [m for m in ("DPO", "IPO", "SimPO", "RRHF") if m in by and "SePO" in by]:
+        e = stats.paired_effect(f"win rate vs SFT: SePO - {rival}", by["SePO"].win_rate.tolist(), by[rival].win_rate.tolist())
+        effects.append(e)
+        verdicts.append(stats.verdict(e))
+    claims = {}
+    if effects:
+        claims["C2"] = claim("C2", effects, verdicts)
+    if "SePO" in by:
+        e = stats.effect("SePO win rate vs its own SFT model - 0.5", [w - 0.5 for w in by["SePO"].win_rate])
+        claims["R5"] = claim("R5", [e], [stats.verdict(e)])
+    if "SePO" in by and "SePO-random" in by:
+        e = stats.paired_effect("win rate: SePO - SePO with random tokens", by["SePO"].win_rate.tolist(),
+                                by["SePO-random"].win_rate.tolist())
+        claims["C2-control"] = claim("C2-control", [e], [stats.verdict(e)])
+    return claims
+
+
+def oracle_fraction_claims(frame) -> dict[str, dict]:
+    """C6 from an oracle-fraction table (``fraction``, ``seed``, ``chosen_precision`` and, when policies
+    were trained, ``policy_win_rate``): the largest fraction against the smallest."""
+    fractions = sorted(frame.fraction.unique())
+    lo, hi = fractions[0], fractions[-1]
+    low, high = frame[frame.fraction == lo].sort_values("seed"), frame[frame.fraction == hi].sort_values("seed")
+    effects = [stats.paired_effect(f"chosen precision vs gold: fraction {hi} - {lo}", high.chosen_precision.tolist(),
+                                   low.chosen_precision.tolist())]
+    if "policy_win_rate" in frame:
+        effects.append(stats.paired_effect(f"SePO policy win rate: oracle fraction {hi} - {lo}",
+                                           high.policy_win_rate.tolist(), low.policy_win_rate.tolist()))
+    return {"C6": claim("C6", effects, [stats.verdict(e) for e in effects])}
+
+
+def token_reward_claims(frame) -> dict[str, dict]:
+    """C1 (concentration beyond Gaussian noise of the same lengths) and R1 (agreement with gold credit
+    beyond random selection), from the per-seed token-reward report."""
+    c1 = [stats.paired_effect(f"share of |reward| in the top 30% of tokens ({side}) minus the same for Gaussian noise",
+                              frame[f"{side}/oracle_top30"].tolist(), frame[f"{side}/gaussian_top30"].tolist())
+          for side in ("chosen", "rejected")]
+    r1 = [stats.paired_effect("chosen: precision of oracle top-k vs gold top-k, minus random", frame["chosen/precision"].tolist(),
+                              frame["chosen/random_precision"].tolist()),
+          stats.paired_effect("rejected: precision of oracle bottom-k vs gold bottom-k, minus random",
+                              frame["rejected/precision"].tolist(), frame["rejected/random_precision"].tolist()),
+          stats.effect("chosen: Spearman(oracle reward, gold credit)", frame["chosen/spearman"].tolist())]
+    return {
+        "C1": claim("C1", c1, [stats.verdict(e) for e in c1],
+                    "gold credit, for comparison: the top 30% of tokens hold "
+                    f"{frame['chosen/gold_top30'].mean():.2f} (chosen) and {frame['rejected/gold_top30'].mean():.2f} (rejected)"),
+        "R1": claim("R1", r1, [stats.verdict(e) for e in r1]),
+    }
+
+
+def ablation_claims(frame) -> dict[str, dict]:
+    """C3 (k and k_l), C3-gamma and R4 (adaptive selection against k = 0.3) from an ablation table
+    with ``parameter``, ``value``, ``seed``, ``win_rate``."""
+
+    def values(parameter):
+        return sorted(frame[frame.parameter == parameter].value.unique())
+
+    def series(parameter, value):
+        return frame[(frame.parameter == parameter) & (frame.value == value)].sort_values("seed").win_rate.tolist()
+
+    ks, k_ls, gammas, masses = values("k"), values("k_l"), values("gamma"), values("adaptive_mass")
+    effects, verdicts, notes = [], [], []
+    if len(ks) >= 3:
+        means = {k: float(sum(series("k", k)) / len(series("k", k))) for k in ks}
+        interior = [k for k in ks if min(ks) < k < max(ks)]
+        best = max(interior, key=means.get)
+        rise = stats.paired_effect(f"win rate: k={best} (best interior) - k={min(ks)}", series("k", best), series("k", min(ks)))
+        fall = stats.paired_effect(f"win rate: k={best} (best interior) - k={max(ks)}", series("k", best), series("k", max(ks)))
+        effects += [rise, fall]
+        verdicts += [stats.verdict(rise), stats.verdict(fall)]
+        notes.append(f"the interior k was chosen as the best mean ({best}), which favours a rise-and-fall; read the CIs with that in mind")
+    if len(k_ls) >= 2:
+        e = stats.paired_effect(f"win rate: k_l={min(k_ls)} - k_l={max(k_ls)} (k_w=0.3)", series("k_l", min(k_ls)),
+                                series("k_l", max(k_ls)))
+        effects.append(e)
+        verdicts.append(stats.verdict(e))
+    claims = {"C3": claim("C3", effects, verdicts, "; ".join(notes))} if effects else {}
+    if len(gammas) >= 2:
+        e = stats.paired_effect(f"win rate: gamma={max(gammas)} - gamma={min(gammas)}", series("gamma", max(gammas)),
+                                series("gamma", min(gammas)))
+        claims["C3-gamma"] = claim("C3-gamma", [e], [stats.verdict(e) if e.mean >= 0 else stats.verdict(e, direction=-1)])
+    if masses and 0.3 in ks:
+        best_mass = max(masses, key=lambda m: sum(series("adaptive_mass", m)))
+        e = stats.paired_effect(f"win rate: adaptive mass={best_mass} - fixed k=0.3", series("adaptive_mass", best_mass),
+                                series("k", 0.3))
+        claims["R4"] = claim("R4", [e], [stats.verdict(e)], "positive: adaptive better; a CI spanning 0 means no detectable difference")
+    return claims
+
+
+def weak_to_strong_claims(frame, oracle_sizes: list[str], policy_sizes: list[str]) -> dict[str, dict]:
+    """C4: the smallest oracle's SePO policy of the largest size against its own SFT model, and against
+    an oracle of the policy's size, from a table with ``method``, ``oracle_size``, ``policy_size``."""
+    weak, strong = oracle_sizes[0], policy_sizes[-1]
+    sepo = frame[frame.method == "SePO"]
+    cell = sepo[(sepo.oracle_size == weak) & (sepo.policy_size == strong)].sort_values("seed")
+    effects = [stats.effect(f"win rate vs own SFT - 0.5: {weak} oracle -> {strong} policy", [w - 0.5 for w in cell.win_rate])]
+    same = sepo[(sepo.oracle_size == strong) & (sepo.policy_size == strong)].sort_values("seed")
+    if len(same) and weak != strong:
+        effects.append(stats.paired_effect(f"win rate: {weak} oracle - {strong} oracle, {strong} policy",
+                                           cell.win_rate.tolist(), same.win_rate.tolist()))
+    return {"C4": claim("C4", effects, [stats.verdict(effects[0])],
+                        "the verdict reads the first effect; the second compares with an oracle of the policy's size")}
+
+
+def reward_at_kl(points, kl: float) -> float:
+    """Gold reward along one frontier (sorted by KL), linearly interpolated at ``kl``."""
+    import numpy as np
+
+    ordered = points.sort_values("kl")
+    return float(np.interp(kl, ordered.kl.to_numpy(), ordered.reward.to_numpy()))
+
+
+def ood_claims(frame, curves) -> dict[str, dict]:
+    """C5 (SePO against each all-token method after training on out-of-distribution pairs) and R2
+    (gold reward at matched KL along each seed's frontiers: ``method``, ``seed``, ``kl``, ``reward``)."""
+    by = _by(frame)
+    effects, verdicts = [], []
+    for rival in [m for m in by if m != "SePO" and "SePO" in by]:
+        e = stats.paired_effect(f"win rate vs SFT after OOD training: SePO - {rival}", by["SePO"].win_rate.tolist(),
+                                by[rival].win_rate.tolist())
+        effects.append(e)
+        verdicts.append(stats.verdict(e))
+    claims = {"C5": claim("C5", effects, verdicts)} if effects else {}
+    if "SePO" in by and "DPO" in by:
+        matched = []
+        for seed in sorted(frame.seed.unique()):
+            a = curves[(curves.method == "SePO") & (curves.seed == seed)]
+            b = curves[(curves.method == "DPO") & (curves.seed == seed)]
+            kl = min(a.kl.max(), b.kl.max())
+            matched.append(reward_at_kl(a, kl) - reward_at_kl(b, kl))
+        e = stats.effect("gold reward at matched KL (largest KL both reach): SePO - DPO", matched)
+        claims["R2"] = claim("R2", [e], [stats.verdict(e)])
+    return claims
+
+
+def selective_dpo_claims(frame, k: float) -> dict[str, dict]:
+    """SDPO: Selective-DPO keeping a fraction ``k`` of tokens, strong against weak reference."""
+    weak = frame[frame.reference.str.startswith("weak") & (frame.k == k)].sort_values("seed")
+    strong = frame[frame.reference.str.startswith("strong") & (frame.k == k)].sort_values("seed")
+    e = stats.paired_effect(f"win rate vs SFT: strong - weak reference (keeping k={k} of tokens)", strong.win_rate.tolist(),
+                            weak.win_rate.tolist())
+    return {"SDPO": claim("SDPO", [e], [stats.verdict(e)])}
+
+
+def cross_tokenizer_claims(frame) -> dict[str, dict]:
+    """R3: the carried oracle's top-k precision against random, and its SePO policy against the
+    same-tokenizer oracle's (``oracle`` is "same tokenizer" or another label)."""
+    same = frame[frame.oracle == "same tokenizer"].sort_values("seed")
+    other = frame[frame.oracle != "same tokenizer"].sort_values("seed")
+    effects = [stats.paired_effect("carried oracle: chosen precision minus random", other.chosen_precision.tolist(),
+                                   other.random_precision.tolist()),
+               stats.paired_effect("win rate: carried - same-tokenizer oracle", other.win_rate.tolist(), same.win_rate.tolist())]
+    return {"R3": claim("R3", effects, [stats.verdict(effects[0])],
+                        "the verdict reads the first effect; the second shows what is lost against a same-tokenizer oracle")}
+
+
+# --------------------------------------------------------------------------------------------
+# results/claims.md
+# --------------------------------------------------------------------------------------------
+def _fmt(x: float | None) -> str:
+    """A signed number; strict JSON stores an infinite or undefined bound as null."""
+    if x is None or math.isnan(x):
+        return "n/a"
+    return ("+inf" if x > 0 else "-inf") if math.isinf(x) else f"{x:+.3f}"
 
 
 def collect(results: Path) -> dict[str, tuple[str, dict]]:
@@ -60,7 +255,7 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
             statement = record["statement"].replace("|", "\\|")  # a "|reward|" must not end the table cell
             lines.append(f"| {cid} | {statement} | **{record['verdict']}** | `results/{source}/` |")
         else:
-            lines.append(f"| {cid} | {STATEMENTS[cid]} | not measured | - |")
+            lines.append(f"| {cid} | {STATEMENTS[cid].replace('|', chr(92) + '|')} | not measured | - |")
     lines += ["", "## Effects", ""]
     for cid in ids:
         if cid not in found:
@@ -71,7 +266,7 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
         lines.append(record["statement"])
         lines.append("")
         for e in record["effects"]:
-            values = ", ".join(f"{v:+.3f}" for v in e["values"])
+            values = ", ".join(_fmt(v) for v in e["values"])
             lines.append(f"- {e['name']}: {_fmt(e['mean'])} [{_fmt(e['low'])}, {_fmt(e['high'])}] over n={e['n']} seeds ({values})")
         if record.get("note"):
             lines.append(f"- note: {record['note']}")
@@ -80,9 +275,8 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
 
 
 def write_claims(results: str | Path) -> Path:
-    results = Path(results)
-    path = results / "claims.md"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render(collect(results)))
-    tmp.replace(path)
+    from sepo.utils import write_text
+
+    path = Path(results) / "claims.md"
+    write_text(path, render(collect(Path(results))))
     return path

@@ -73,6 +73,7 @@ class LossSpec:
     needs_reference: bool
     needs_selection: bool
     doc: str
+    label: str  # the method's name in tables (e.g. "DPO")
 
     @property
     def hyperparameters(self) -> dict[str, object]:
@@ -93,9 +94,13 @@ class LossSpec:
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register(name: str, *, needs_reference: bool, needs_selection: bool = False):
+def register(name: str, *, needs_reference: bool, needs_selection: bool = False, label: str | None = None):
+    """Register a loss under ``name``. ``needs_reference``: the trainer must give reference log-probs;
+    ``needs_selection``: it must give offline token selections (from a registered selector);
+    ``label``: the method's name in tables (default: ``name``)."""
+
     def wrap(fn):
-        LOSSES[name] = LossSpec(name, fn, needs_reference, needs_selection, (fn.__doc__ or "").strip())
+        LOSSES[name] = LossSpec(name, fn, needs_reference, needs_selection, (fn.__doc__ or "").strip(), label or name)
         return fn
 
     return wrap
@@ -135,7 +140,7 @@ def _sigmoid_loss(logits: torch.Tensor, label_smoothing: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------
-@register("sepo", needs_reference=False, needs_selection=True)
+@register("sepo", needs_reference=False, needs_selection=True, label="SePO")
 def sepo_loss(inp: PairLogps, gamma: float = 1.0, margin: float = 0.0) -> LossOutput:
     """SePO: ``-log sigmoid(u_w - u_l - margin)``, ``u = gamma * mean log-prob over selected tokens``.
 
@@ -147,21 +152,21 @@ def sepo_loss(inp: PairLogps, gamma: float = 1.0, margin: float = 0.0) -> LossOu
     return LossOutput(-F.logsigmoid(u_w - u_l - margin), u_w, u_l, cw, rl)
 
 
-@register("dpo", needs_reference=True)
+@register("dpo", needs_reference=True, label="DPO")
 def dpo_loss(inp: PairLogps, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOutput:
     """DPO: ``-log sigmoid(beta * [logratio(y_w) - logratio(y_l)])``, log-ratios summed over response tokens."""
     lw, ll = _logratios(inp, inp.chosen_mask, inp.rejected_mask)
     return LossOutput(_sigmoid_loss(beta * (lw - ll), label_smoothing), beta * lw, beta * ll, inp.chosen_mask, inp.rejected_mask)
 
 
-@register("ipo", needs_reference=True)
+@register("ipo", needs_reference=True, label="IPO")
 def ipo_loss(inp: PairLogps, beta: float = 0.1) -> LossOutput:
     """IPO: ``((logratio(y_w) - logratio(y_l)) - 1 / (2 beta))^2``, log-ratios summed over response tokens."""
     lw, ll = _logratios(inp, inp.chosen_mask, inp.rejected_mask)
     return LossOutput(((lw - ll) - 1.0 / (2.0 * beta)) ** 2, beta * lw, beta * ll, inp.chosen_mask, inp.rejected_mask)
 
 
-@register("simpo", needs_reference=False)
+@register("simpo", needs_reference=False, label="SimPO")
 def simpo_loss(inp: PairLogps, beta: float = 2.0, margin: float = 1.0) -> LossOutput:
     """SimPO: ``-log sigmoid(beta/|y_w| logp(y_w) - beta/|y_l| logp(y_l) - margin)`` (``margin`` is SimPO's gamma)."""
     u_w = beta * masked_mean(inp.policy_chosen, inp.chosen_mask)
@@ -169,7 +174,7 @@ def simpo_loss(inp: PairLogps, beta: float = 2.0, margin: float = 1.0) -> LossOu
     return LossOutput(-F.logsigmoid(u_w - u_l - margin), u_w, u_l, inp.chosen_mask, inp.rejected_mask)
 
 
-@register("rrhf", needs_reference=False)
+@register("rrhf", needs_reference=False, label="RRHF")
 def rrhf_loss(inp: PairLogps, sft_weight: float = 1.0) -> LossOutput:
     """RRHF: ranking hinge ``max(0, p_l - p_w)`` on length-normalised log-probs, plus ``sft_weight`` times
     the chosen response's mean negative log-likelihood."""
@@ -178,19 +183,21 @@ def rrhf_loss(inp: PairLogps, sft_weight: float = 1.0) -> LossOutput:
     return LossOutput(F.relu(p_l - p_w) - sft_weight * p_w, p_w, p_l, inp.chosen_mask, inp.rejected_mask)
 
 
-@register("selective_dpo", needs_reference=True)
-def selective_dpo_loss(inp: PairLogps, beta: float = 0.01, quantile: float = 0.6, label_smoothing: float = 0.0) -> LossOutput:
-    """Selective-DPO: DPO on the tokens whose online score is ``>=`` the ``quantile`` of their response.
+@register("selective_dpo", needs_reference=True, label="Selective-DPO")
+def selective_dpo_loss(inp: PairLogps, beta: float = 0.01, k: float = 0.4, label_smoothing: float = 0.0) -> LossOutput:
+    """Selective-DPO: DPO on the fraction ``k`` of each response's tokens with the highest online score
+    (those at or above the ``1 - k`` quantile of their response; the paper keeps the top 40%).
 
     Scores (detached): chosen ``logp_ref - logp_policy``, rejected ``logp_policy - logp_ref``.
     """
-    cw = selectors.quantile_select(selectors.selective_dpo_scores(inp.policy_chosen, inp.ref_chosen, True), inp.chosen_mask, quantile)
-    rl = selectors.quantile_select(selectors.selective_dpo_scores(inp.policy_rejected, inp.ref_rejected, False), inp.rejected_mask, quantile)
+    selectors.check_fraction(k, "k")
+    cw = selectors.quantile_select(selectors.selective_dpo_scores(inp.policy_chosen, inp.ref_chosen, True), inp.chosen_mask, 1 - k)
+    rl = selectors.quantile_select(selectors.selective_dpo_scores(inp.policy_rejected, inp.ref_rejected, False), inp.rejected_mask, 1 - k)
     lw, ll = _logratios(inp, cw, rl)
     return LossOutput(_sigmoid_loss(beta * (lw - ll), label_smoothing), beta * lw, beta * ll, cw, rl)
 
 
-@register("confpo", needs_reference=False)
+@register("confpo", needs_reference=False, label="ConfPO")
 def confpo_loss(inp: PairLogps, beta: float = 2.0, margin: float = 1.0) -> LossOutput:
     """ConfPO: SimPO over the tokens whose policy probability is below their response's mean probability."""
     cw = selectors.confpo_select(inp.policy_chosen, inp.chosen_mask)

@@ -17,7 +17,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 
 def save(fig, results_dir: str | Path, name: str) -> Path:
     """Save ``fig`` as ``<results_dir>/<name>.png`` (a relative directory is under the repository root)."""
-    from sepo.experiments import resolve
+    from sepo.pipeline import resolve
 
     path = resolve(results_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

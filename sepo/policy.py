@@ -1,7 +1,8 @@
 """Policy stage: train a model with any registry loss (SePO, DPO, IPO, SimPO, RRHF, Selective-DPO, ConfPO).
 
 * **SePO** reads the oracle's saved token scores, selects per response the top ``k_w`` tokens of
-  the chosen and the bottom ``k_l`` of the rejected answer (:func:`sepo.selectors.select_from_scores`),
+  the chosen and the bottom ``k_l`` of the rejected answer (the ``topk`` selector of
+  :data:`sepo.selectors.SELECTORS`, or any other registered one, with ``selection_kwargs``),
   and trains reference-free on those tokens only. Its data is an oracle run's ``scored/`` dataset,
   whose tokenizer the policy's must equal (weak-to-strong: a larger policy, the same tokenizer).
 * **Reference-free losses** (SePO, SimPO, RRHF, ConfPO) load **no reference model**.
@@ -29,7 +30,7 @@ from sepo.errors import ConfigError, DataError, TokenizerMismatchError
 from sepo.losses import LOSSES, get_loss
 from sepo.paper import prepare_preferences
 from sepo.scoring import SCORE_COLUMNS
-from sepo.selectors import OFFLINE_METHODS, check_fraction, select_from_scores
+from sepo.selectors import SELECTORS, get_selector, select_from_scores
 from sepo.trainer import (
     PreferenceCollator,
     PreferenceTrainer,
@@ -61,11 +62,9 @@ class PolicyConfig(TrainingStageConfig):
     reference_path: str = help_field("", help="reference model for losses that need one (dpo, ipo, selective_dpo); must be '' otherwise")
     data_path: str = help_field("", help="an oracle run directory / its scored/ dataset (needed by sepo), or any preference data")
     split: str = help_field("", help="split of data_path when it holds several ('' for a single dataset)")
-    selection: str = help_field("sepo", help=f"offline token selection for sepo: one of {list(OFFLINE_METHODS)}")
-    k_w: float = help_field(0.3, help="fraction of each chosen response's tokens kept (highest reward)")
-    k_l: float = help_field(0.3, help="fraction of each rejected response's tokens kept (lowest reward)")
-    p: float = help_field(0.5, help="reward-mass fraction of the 'adaptive' selection")
-    selection_seed: int = help_field(0, help="seed of the 'random' selection control")
+    selector: str = help_field("topk", help=f"offline token selector, for losses that need one: one of {sorted(SELECTORS)}")
+    selection_kwargs: dict = help_field({}, help="the selector's hyper-parameters (checked against the registry), e.g. {k_w: 0.3, k_l: 0.3}")
+    selection_seed: int = help_field(0, help="seed of selectors that draw at random (the 'random' control)")
     max_pairs: int = help_field(0, help="train on the first this many pairs (0: all)")
     head_on_used_positions: bool = help_field(True, help="run the LM head only at the tokens the loss reads")
 
@@ -82,12 +81,12 @@ class PolicyConfig(TrainingStageConfig):
                       f"loss {self.loss!r} needs a reference model")
         self._require(spec.needs_reference or not self.reference_path, "reference_path",
                       f"loss {self.loss!r} is reference-free and would not use it; leave it empty")
-        self._require(self.selection in OFFLINE_METHODS, "selection", f"one of {list(OFFLINE_METHODS)}")
-        for name in ("k_w", "k_l", "p"):
-            try:
-                check_fraction(getattr(self, name), name)
-            except ConfigError as err:
-                raise ConfigError(f"{type(self).__name__}.{err}") from None
+        self._require(self.selector in SELECTORS, "selector", f"registered selectors: {sorted(SELECTORS)}")
+        self._require(isinstance(self.selection_kwargs, dict), "selection_kwargs", "must be a mapping of hyper-parameters")
+        try:
+            get_selector(self.selector).check(self.selection_kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{type(self).__name__}.selection_kwargs = {self.selection_kwargs!r}: {err}") from None
         self._require(self.max_pairs >= 0, "max_pairs", "must be >= 0")
 
     @property
@@ -136,8 +135,8 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
                                                 "use an oracle run's scored data)")
         rows = dataset["row"] if "row" in dataset.column_names else None
         chosen, rejected = select_from_scores(
-            dataset["chosen_scores"], dataset["rejected_scores"], config.selection,
-            k_w=config.k_w, k_l=config.k_l, p=config.p, seed=config.selection_seed, rows=rows,
+            dataset["chosen_scores"], dataset["rejected_scores"], config.selector,
+            seed=config.selection_seed, rows=rows, **config.selection_kwargs,
         )
         for name, values, ids in (("chosen_selected", chosen, "chosen_ids"), ("rejected_selected", rejected, "rejected_ids")):
             for i, (mask, response) in enumerate(zip(values, dataset[ids])):

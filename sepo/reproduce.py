@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from sepo.utils import write_json
+from sepo.cache import usage_lines, usage_since
+from sepo.utils import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,25 +38,36 @@ NOTEBOOKS = (
 
 
 def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT) -> float:
-    """Execute ``notebooks/<name>.ipynb`` with ``configs/<tier>/<name>.yaml``; return seconds taken."""
+    """Execute ``notebooks/<name>.ipynb`` with ``configs/<tier>/<name>.yaml``; return seconds taken.
+
+    The executed copy is written to ``results/<name>/<name>.ipynb`` with the project's absolute path
+    removed (papermill records where it ran), so results hold no path of the machine that made them.
+    """
     import papermill
 
     config = root / "configs" / tier / f"{name}.yaml"
     parameters = yaml.safe_load(config.read_text()) if config.exists() else {}
-    parameters = {**(parameters or {}), "results_dir": str(results / name)}
     out_dir = results / name
+    parameters = {**(parameters or {}), "results_dir": _project_relative(out_dir, root)}
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    executed = out_dir / f"{name}.ipynb"
     papermill.execute_notebook(
         str(root / "notebooks" / f"{name}.ipynb"),
-        str(out_dir / f"{name}.ipynb"),
+        str(executed),
         parameters=parameters,
         cwd=str(root),
         progress_bar=False,
         kernel_name="python3",
         config=kernel_config(),
     )
+    write_text(executed, executed.read_text().replace(str(root.resolve()) + "/", "").replace(str(root.resolve()), "."))
     return time.perf_counter() - start
+
+
+def _project_relative(path: Path, root: Path) -> str:
+    path = Path(path).resolve()
+    return path.relative_to(root.resolve()).as_posix() if path.is_relative_to(root.resolve()) else str(path)
 
 
 def kernel_config():
@@ -78,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     cache = ROOT / "cache"
-    cold = not any(cache.glob("*/*/metrics.json"))  # no stage had run yet: every model is trained here
+    usage_start = usage_lines(cache)  # cached_run logs every stage call it serves: built or reused
     total = time.perf_counter()
     timing: dict[str, float] = {}
     for i, name in enumerate(names, 1):
@@ -90,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     path = write_claims(results)
     seconds = time.perf_counter() - total
     if not args.only:  # the wall time of the whole main command, read by benchmarks/run.py
+        usage = usage_since(cache, usage_start)
+        cold = usage["reused_older"] == 0 and usage["built"] > 0
         record = {"command": "make reproduce", "tier": args.tier, "seconds": seconds, "notebooks": timing,
-                  "cache": "cold (empty cache/: world, models and evaluations all built in this run)" if cold
-                  else "warm (cached stage runs reused)", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "cpus": os.cpu_count()}
+                  "stage_runs": usage,
+                  "cache": "cold (every stage run it used was built in this run)" if cold
+                  else f"warm ({usage['reused_older']} reads of stage runs made before this run; {usage['built']} built)",
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count()}
         write_json(results / "reproduce_timing.json", record)
     print(f"claims written to {path}; whole run {seconds:.0f} s", flush=True)
     return 0

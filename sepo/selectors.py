@@ -13,12 +13,21 @@ paper's ``int(k * n)``; a tiny tolerance absorbs float error so ``0.3 * 10`` kee
 that every pair still carries a signal; this is what ``min_tokens=1`` (the default) does, and
 ``min_tokens=0`` gives the literal ``int(k * n)`` (such a response then contributes 0 to the SePO
 loss, see :func:`sepo.losses.masked_mean`).
+
+**Registry.** The offline selectors a policy can train on are registered in :data:`SELECTORS`
+(``topk``: SePO's per-response top/bottom k; ``threshold``; ``adaptive``; ``random``), each a function
+``fn(pairs: ScoredPairs, **hyperparameters) -> (chosen_mask, rejected_mask)`` whose keyword defaults
+are its hyper-parameters, as losses are in :data:`sepo.losses.LOSSES`. One name per idea: ``k_w`` /
+``k_l`` are the fractions of a chosen / rejected response's tokens kept, ``mass`` the fraction of a
+response's reward mass kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -118,24 +127,24 @@ def threshold_select(scores: torch.Tensor, valid: torch.Tensor, threshold: float
     return picked & valid
 
 
-def adaptive_select(scores: torch.Tensor, valid: torch.Tensor, p: float, largest: bool = True) -> torch.Tensor:
-    """Smallest set of tokens holding a fraction ``p`` of the response's reward mass of one sign.
+def adaptive_select(scores: torch.Tensor, valid: torch.Tensor, mass: float, largest: bool = True) -> torch.Tensor:
+    """Smallest set of tokens holding a fraction ``mass`` of the response's reward mass of one sign.
 
     For a chosen response (``largest``) the mass is ``sum(max(r, 0))``; tokens are taken in order
-    of decreasing reward until their positive parts reach ``p`` of it. For a rejected response the
+    of decreasing reward until their positive parts reach ``mass`` of it. For a rejected response the
     same holds for ``max(-r, 0)`` in order of increasing reward. A response with no mass of that
     sign keeps its single most extreme token (as :func:`topk_select` with ``min_tokens=1``). The
     count thus adapts to how concentrated each response's reward is, with no ``k`` to choose.
     """
-    check_fraction(p, "p")
+    check_fraction(mass, "mass")
     signed = scores if largest else -scores
-    mass = signed.clamp(min=0).masked_fill(~valid, 0.0)  # (B, R)
+    token_mass = signed.clamp(min=0).masked_fill(~valid, 0.0)  # (B, R)
     ranks = rank_within_rows(scores, valid, largest)
-    sorted_mass = torch.zeros_like(mass).scatter_(-1, ranks, mass)  # mass in rank order
+    sorted_mass = torch.zeros_like(token_mass).scatter_(-1, ranks, token_mass)  # mass in rank order
     cumulative = sorted_mass.cumsum(-1)
     total = cumulative[:, -1:] if cumulative.shape[-1] else cumulative
-    # the first rank at which the cumulative mass reaches p * total, counted inclusively
-    reached = cumulative >= (p * total - _EPS * total.abs())
+    # the first rank at which the cumulative mass reaches mass * total, counted inclusively
+    reached = cumulative >= (mass * total - _EPS * total.abs())
     counts = torch.where(reached.any(-1), reached.float().argmax(-1) + 1, torch.ones_like(total[:, 0], dtype=torch.long))
     counts = torch.where(total[:, 0] > 0, counts, torch.ones_like(counts))
     counts = torch.minimum(counts, valid.sum(-1))
@@ -161,7 +170,7 @@ def random_select(valid: torch.Tensor, counts: torch.Tensor, seeds: Sequence[int
 def quantile_select(scores: torch.Tensor, valid: torch.Tensor, q: float = 0.6) -> torch.Tensor:
     """Tokens whose score is ``>=`` the ``q``-quantile (linear interpolation) of their response's scores."""
     if not 0.0 <= q < 1.0:
-        raise ConfigError(f"quantile = {q!r}: must be in [0, 1)")
+        raise ConfigError(f"quantile = {q!r}: must be in [0, 1) (keep a fraction k = 1 - q in (0, 1])")
     nan_padded = scores.detach().float().masked_fill(~valid, float("nan"))
     cut = torch.nanquantile(nan_padded, q, dim=-1, keepdim=True)  # (B, 1); NaN for an empty row
     return (scores.detach() >= cut) & valid
@@ -188,33 +197,120 @@ def selected_token_ids(response_ids: Sequence[int], mask: Sequence[bool]) -> lis
     return [t for t, m in zip(response_ids, mask) if m]
 
 
-OFFLINE_METHODS = ("sepo", "threshold", "adaptive", "random")
+# --------------------------------------------------------------------------------------------
+# Registry of offline selectors (what a SePO-style policy trains on), shaped like the loss registry
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ScoredPairs:
+    """Padded token scores (B, R) and validity masks (B, R) of a batch of scored pairs.
+
+    ``rows`` names each pair in error messages and seeds per-row draws; ``seed`` is the run's
+    selection seed (only selectors that draw at random read it); ``chosen_credit`` /
+    ``rejected_credit`` hold a world's gold per-token credit where one exists.
+    """
+
+    chosen_scores: torch.Tensor
+    chosen_valid: torch.Tensor
+    rejected_scores: torch.Tensor
+    rejected_valid: torch.Tensor
+    rows: list[int]
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectorSpec:
+    """A registered selector: ``fn(pairs: ScoredPairs, **hyperparameters) -> (chosen_mask, rejected_mask)``."""
+
+    name: str
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    doc: str
+
+    @property
+    def hyperparameters(self) -> dict[str, object]:
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        return {p.name: p.default for p in params}
+
+    def check(self, hyperparameters: dict) -> None:
+        """Raise :class:`ConfigError` for a hyper-parameter this selector does not take, or a bad fraction."""
+        unknown = sorted(set(hyperparameters) - set(self.hyperparameters))
+        if unknown:
+            raise ConfigError(f"selector {self.name!r} takes {sorted(self.hyperparameters)}, not {unknown}")
+        for name, value in hyperparameters.items():
+            if name in FRACTIONS:
+                check_fraction(value, name)
+
+    def __call__(self, pairs: ScoredPairs, **hyperparameters) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check(hyperparameters)
+        return self.fn(pairs, **hyperparameters)
+
+
+SELECTORS: dict[str, SelectorSpec] = {}
+FRACTIONS = ("k_w", "k_l", "mass")  # hyper-parameters that are fractions in (0, 1]
+
+
+def register_selector(name: str):
+    def wrap(fn):
+        SELECTORS[name] = SelectorSpec(name, fn, (fn.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+def get_selector(name: str) -> SelectorSpec:
+    if name not in SELECTORS:
+        raise ConfigError(f"unknown selector {name!r}; registered: {sorted(SELECTORS)}")
+    return SELECTORS[name]
+
+
+@register_selector("topk")
+def topk_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3, min_tokens: int = 1):
+    """SePO: per response, the top ``k_w`` tokens of the chosen and the bottom ``k_l`` of the rejected."""
+    return sepo_select(pairs.chosen_scores, pairs.chosen_valid, pairs.rejected_scores, pairs.rejected_valid, k_w, k_l,
+                       min_tokens)
+
+
+@register_selector("threshold")
+def threshold_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3):
+    """One dataset-level cut per side, keeping a fraction ``k_w`` / ``k_l`` of all chosen / rejected tokens."""
+    cs, cv, rs, rv = pairs.chosen_scores, pairs.chosen_valid, pairs.rejected_scores, pairs.rejected_valid
+    return (threshold_select(cs, cv, dataset_threshold(cs, cv, k_w, largest=True), largest=True),
+            threshold_select(rs, rv, dataset_threshold(rs, rv, k_l, largest=False), largest=False))
+
+
+@register_selector("adaptive")
+def adaptive_selector(pairs: ScoredPairs, mass: float = 0.5):
+    """Per response, the fewest tokens holding a fraction ``mass`` of its reward mass of one sign (no k)."""
+    return (adaptive_select(pairs.chosen_scores, pairs.chosen_valid, mass, largest=True),
+            adaptive_select(pairs.rejected_scores, pairs.rejected_valid, mass, largest=False))
+
+
+@register_selector("random")
+def random_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3, min_tokens: int = 1):
+    """Control: as many tokens as ``topk`` keeps, drawn uniformly (seeded by the run's seed and the row)."""
+    rows, seed = pairs.rows, pairs.seed
+    return (random_select(pairs.chosen_valid, topk_counts(pairs.chosen_valid, k_w, min_tokens),
+                          [seed * 1_000_003 + 2 * r for r in rows]),
+            random_select(pairs.rejected_valid, topk_counts(pairs.rejected_valid, k_l, min_tokens),
+                          [seed * 1_000_003 + 2 * r + 1 for r in rows]))
 
 
 def select_from_scores(
     chosen_scores: Sequence[Sequence[float]],
     rejected_scores: Sequence[Sequence[float]],
-    method: str = "sepo",
+    selector: str = "topk",
     *,
-    k_w: float = 0.3,
-    k_l: float | None = None,
-    p: float = 0.5,
     seed: int = 0,
     rows: Sequence[int] | None = None,
-    min_tokens: int = 1,
+    **hyperparameters,
 ) -> tuple[list[list[bool]], list[list[bool]]]:
     """Offline selection over a whole scored dataset (ragged per-response score lists).
 
-    ``method``: ``sepo`` (per-response top/bottom k), ``threshold`` (one dataset-level cut that
-    keeps a fraction ``k_w`` / ``k_l`` of all chosen / rejected tokens), ``adaptive`` (reward mass
-    ``p``) or ``random`` (SePO's counts, random tokens; ``seed`` and the row index seed each draw).
-    Returns per-response masks aligned with the score lists.
+    ``selector`` names a registered selector (:data:`SELECTORS`: ``topk``, ``threshold``, ``adaptive``,
+    ``random``); ``hyperparameters`` are its own (e.g. ``k_w=0.3, k_l=0.3``). Returns per-response
+    masks aligned with the score lists.
     """
-    if method not in OFFLINE_METHODS:
-        raise ConfigError(f"selection method {method!r}: choose one of {OFFLINE_METHODS}")
-    k_l = k_w if k_l is None else k_l
-    check_fraction(k_w, "k_w")
-    check_fraction(k_l, "k_l")
+    spec = get_selector(selector)
+    spec.check(hyperparameters)
     rows = list(range(len(chosen_scores))) if rows is None else list(rows)
     cs, cv = pad_ragged(chosen_scores)
     rs, rv = pad_ragged(rejected_scores)
@@ -224,15 +320,5 @@ def select_from_scores(
         empty = (valid.sum(-1) == 0).nonzero()
         if len(empty):
             raise DataError(f"row {rows[int(empty[0])]}: {name} is empty")
-    if method == "sepo":
-        cm, rm = sepo_select(cs, cv, rs, rv, k_w, k_l, min_tokens)
-    elif method == "threshold":
-        cm = threshold_select(cs, cv, dataset_threshold(cs, cv, k_w, largest=True), largest=True)
-        rm = threshold_select(rs, rv, dataset_threshold(rs, rv, k_l, largest=False), largest=False)
-    elif method == "adaptive":
-        check_fraction(p, "p")
-        cm, rm = adaptive_select(cs, cv, p, largest=True), adaptive_select(rs, rv, p, largest=False)
-    else:
-        cm = random_select(cv, topk_counts(cv, k_w, min_tokens), [seed * 1_000_003 + 2 * r for r in rows])
-        rm = random_select(rv, topk_counts(rv, k_l, min_tokens), [seed * 1_000_003 + 2 * r + 1 for r in rows])
+    cm, rm = spec.fn(ScoredPairs(cs, cv, rs, rv, rows, seed), **hyperparameters)
     return unpad(cm, cv), unpad(rm, rv)

@@ -89,3 +89,13 @@ def write_run_record(run_dir: str | Path, config: Any, metrics: dict[str, Any]) 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml() if hasattr(config, "to_yaml") else str(config))
     write_json(run_dir / "metrics.json", metrics)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

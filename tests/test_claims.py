@@ -15,3 +15,129 @@ def test_write_claims_from_metrics(tmp_path):
     assert "| C2 | SePO beats DPO | **holds** | `results/04_main_table/` |" in text
     assert "| C1 |" in text and "not measured" in text
     assert "- SePO - DPO: +0.150 [" in text and "(+0.100, +0.200, +0.150)" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Verdict rules on small synthetic tables
+# --------------------------------------------------------------------------------------------
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from sepo import claims as C  # noqa: E402
+
+
+def rows(method_rates: dict[str, list[float]], **extra) -> pd.DataFrame:
+    return pd.DataFrame([{"method": m, "seed": s, "win_rate": w, **extra} for m, rates in method_rates.items()
+                         for s, w in enumerate(rates)])
+
+
+def test_every_record_uses_the_one_statement_of_its_claim():
+    frame = rows({"SePO": [0.6, 0.62, 0.61], "DPO": [0.5, 0.52, 0.49], "SePO-random": [0.55, 0.56, 0.57]})
+    for cid, record in C.main_table_claims(frame).items():
+        assert record["statement"] == C.STATEMENTS[cid]
+    assert set(C.ORDER) == set(C.STATEMENTS)
+
+
+def test_main_table_verdicts():
+    holds = C.main_table_claims(rows({"SePO": [0.6, 0.62, 0.61], "DPO": [0.5, 0.52, 0.49], "SimPO": [0.4, 0.45, 0.41]}))
+    assert holds["C2"]["verdict"] == "holds" and [e["n"] for e in holds["C2"]["effects"]] == [3, 3]
+    assert holds["R5"]["verdict"] == "holds" and "C2-control" not in holds
+    fails = C.main_table_claims(rows({"SePO": [0.2, 0.25, 0.21], "DPO": [0.5, 0.52, 0.49], "SePO-random": [0.4, 0.5, 0.45]}))
+    assert fails["C2"]["verdict"] == "does not hold" and fails["R5"]["verdict"] == "does not hold"
+    assert fails["C2-control"]["verdict"] == "does not hold"
+    mixed = C.main_table_claims(rows({"SePO": [0.5, 0.52, 0.51], "DPO": [0.4, 0.41, 0.42], "IPO": [0.6, 0.61, 0.62]}))
+    assert mixed["C2"]["verdict"] == "mixed"
+    noisy = C.main_table_claims(rows({"SePO": [0.3, 0.7, 0.5], "DPO": [0.5, 0.5, 0.5]}))
+    assert noisy["C2"]["verdict"] == "inconclusive"
+    one_seed = C.main_table_claims(rows({"SePO": [0.9], "DPO": [0.1]}))
+    assert one_seed["C2"]["verdict"] == "inconclusive"  # one seed: no interval
+
+
+def test_oracle_fraction_verdict_reads_largest_against_smallest():
+    frame = pd.DataFrame([{"fraction": f, "seed": s, "chosen_precision": 0.2 + f / 2 + 0.01 * s, "policy_win_rate": 0.5 + f / 10 + 0.003 * s * s}
+                          for f in (0.05, 0.2, 1.0) for s in range(3)])
+    record = C.oracle_fraction_claims(frame)["C6"]
+    assert record["verdict"] == "holds" and record["effects"][0]["mean"] == pytest.approx(0.475)
+    flat = frame.assign(chosen_precision=0.3 + 0.01 * frame.seed)
+    assert C.oracle_fraction_claims(flat)["C6"]["verdict"] == "mixed"  # precision flat, policies better
+
+
+def test_token_reward_verdicts():
+    def seed_row(s):
+        row = {"seed": s, "chosen/spearman": 0.3 + 0.02 * s}
+        for side in ("chosen", "rejected"):
+            row.update({f"{side}/oracle_top30": 0.8 + 0.01 * s, f"{side}/gaussian_top30": 0.55, f"{side}/gold_top30": 0.9,
+                        f"{side}/precision": 0.5 + 0.01 * s, f"{side}/random_precision": 0.3})
+        return row
+
+    frame = pd.DataFrame([seed_row(s) for s in range(3)])
+    out = C.token_reward_claims(frame)
+    assert out["C1"]["verdict"] == "holds" and out["R1"]["verdict"] == "holds"
+    assert "0.90 (chosen)" in out["C1"]["note"]
+
+
+def test_ablation_verdicts():
+    def table(k_rates, k_l_rates=None, gamma_rates=None, mass_rates=None):
+        data = []
+        for parameter, rates in (("k", k_rates), ("k_l", k_l_rates or {}), ("gamma", gamma_rates or {}),
+                                 ("adaptive_mass", mass_rates or {})):
+            for value, series in rates.items():
+                data += [{"parameter": parameter, "value": value, "seed": s, "win_rate": w} for s, w in enumerate(series)]
+        return pd.DataFrame(data)
+
+    rise_fall = table({0.1: [0.4, 0.42, 0.41], 0.3: [0.6, 0.61, 0.63], 1.0: [0.45, 0.44, 0.46]},
+                      {0.3: [0.6, 0.61, 0.63], 1.0: [0.5, 0.52, 0.5]}, {1.0: [0.6, 0.61, 0.63], 2.5: [0.5, 0.5, 0.52]},
+                      {0.5: [0.65, 0.66, 0.69]})
+    out = C.ablation_claims(rise_fall)
+    assert out["C3"]["verdict"] == "holds" and len(out["C3"]["effects"]) == 3
+    assert out["C3-gamma"]["verdict"] == "holds"  # gamma matters (here a larger gamma is worse)
+    assert out["R4"]["verdict"] == "holds"
+    monotone = table({0.1: [0.4, 0.42, 0.41], 0.3: [0.5, 0.51, 0.53], 1.0: [0.6, 0.61, 0.62]})
+    assert C.ablation_claims(monotone)["C3"]["verdict"] == "mixed"  # rises, does not fall
+
+
+def test_weak_to_strong_verdict():
+    frame = pd.DataFrame(
+        [{"method": "SePO", "oracle_size": o, "policy_size": p, "seed": s, "win_rate": w + 0.01 * s}
+         for (o, p, w) in (("small", "large", 0.6), ("large", "large", 0.62), ("small", "small", 0.55)) for s in range(3)]
+        + [{"method": "DPO", "oracle_size": "-", "policy_size": "large", "seed": s, "win_rate": 0.58} for s in range(3)])
+    record = C.weak_to_strong_claims(frame, ["small", "large"], ["small", "large"])["C4"]
+    assert record["verdict"] == "holds" and record["effects"][1]["mean"] == pytest.approx(-0.02)
+
+
+def test_ood_verdicts_and_matched_kl():
+    frame = rows({"SePO": [0.6, 0.62, 0.61], "DPO": [0.5, 0.52, 0.49]})
+    curves = pd.DataFrame([{"method": m, "seed": s, "kl": kl, "reward": r}
+                           for s in range(3)
+                           for m, points in (("SePO", [(0, 0.0), (2, 1.0), (4, 1.5)]), ("DPO", [(0, 0.0), (3, 0.6), (6, 0.9)]))
+                           for kl, r in points])
+    out = C.ood_claims(frame, curves)
+    assert out["C5"]["verdict"] == "holds"
+    # both reach KL 4 (SePO's largest): SePO 1.5 there, DPO 0.6 + (0.9 - 0.6) / 3 = 0.7
+    assert out["R2"]["effects"][0]["mean"] == pytest.approx(0.8) and out["R2"]["verdict"] == "holds"
+    assert C.reward_at_kl(curves[(curves.method == "DPO") & (curves.seed == 0)], 4.5) == pytest.approx(0.75)
+
+
+def test_selective_dpo_verdict():
+    frame = pd.DataFrame([{"reference": ref, "k": 0.4, "seed": s, "win_rate": w + 0.01 * s}
+                          for ref, w in (("weak (policy SFT)", 0.5), ("strong (DPO large)", 0.6)) for s in range(3)]
+                         + [{"reference": "-", "k": float("nan"), "seed": s, "win_rate": 0.55} for s in range(3)])
+    assert C.selective_dpo_claims(frame, 0.4)["SDPO"]["verdict"] == "holds"
+
+
+def test_cross_tokenizer_verdict():
+    frame = pd.DataFrame([{"oracle": o, "seed": s, "chosen_precision": p + 0.01 * s, "random_precision": 0.3, "win_rate": w}
+                          for o, p, w in (("same tokenizer", 0.5, 0.6), ("other tokenizer, carried", 0.28, 0.5)) for s in range(3)])
+    assert C.cross_tokenizer_claims(frame)["R3"]["verdict"] == "inconclusive"
+
+
+def test_claims_md_renders_strict_json_records_with_null_bounds(tmp_path):
+    import json
+
+    record = C.main_table_claims(rows({"SePO": [0.9], "DPO": [0.1]}))["C2"]
+    (tmp_path / "04_main_table").mkdir()
+    from sepo.notebook import _strict
+
+    (tmp_path / "04_main_table" / "metrics.json").write_text(json.dumps({"claims": {"C2": _strict(record)}}, allow_nan=False))
+    text = C.write_claims(tmp_path).read_text()
+    assert "+0.800 [n/a, n/a] over n=1 seeds" in text

@@ -93,7 +93,7 @@ def test_rrhf_by_hand():
 def test_selective_dpo_by_hand():
     # chosen scores ref - policy = [-0.5, 0, 1]; 0.6-quantile = 0.2 -> token 2 only: log-ratio -1
     # rejected scores policy - ref = [1, -1]; 0.6-quantile = 0.2 -> token 0 only: log-ratio 1
-    out = get_loss("selective_dpo")(pair(), beta=0.5, quantile=0.6)
+    out = get_loss("selective_dpo")(pair(), beta=0.5, k=0.4)
     assert out.chosen_used.tolist() == [[False, False, True]] and out.rejected_used.tolist() == [[True, False, False]]
     assert out.losses.item() == pytest.approx(-logsig(0.5 * (-1.0 - 1.0)), abs=1e-6)
 

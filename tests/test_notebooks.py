@@ -38,3 +38,17 @@ def test_papermill_walkthrough_with_yaml_override(tmp_path):
     executed = json.loads(out.read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and "k = 0.5" in "".join(injected[0]["source"])
+
+
+def test_a_parameter_of_the_wrong_type_is_refused_before_any_work(tmp_path):
+    """papermill's -p passes a list as text: the notebook stops at its config cell, naming the parameter,
+    the type it needs and how to pass a list."""
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "CI": "true"}
+    run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_main_table.ipynb"), str(out),
+                          "-p", "methods", '["DPO","Bogus"]', "-p", "results_dir", str(tmp_path / "results"),
+                          "--cwd", str(ROOT), "--no-progress-bar", "-k", "python3"],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "notebook parameter methods = '[\"DPO\",\"Bogus\"]' (str): needs a list of a string" in run.stderr + run.stdout
+    assert "-y" in run.stderr + run.stdout and not (tmp_path / "results").exists()

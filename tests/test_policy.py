@@ -34,7 +34,7 @@ def test_sepo_loads_no_reference_and_trains_on_selected_tokens(world, monkeypatc
     loaded = []
     real = policy_module.load_causal_lm
     monkeypatch.setattr(policy_module, "load_causal_lm", lambda path, field, bf16=False: loaded.append(field) or real(path, field, bf16))
-    cfg = config(world, "sepo", k_w=0.3, k_l=0.3)
+    cfg = config(world, "sepo", selection_kwargs={"k_w": 0.3, "k_l": 0.3})
     metrics = run_policy(cfg)
     assert loaded == ["model_path"] and metrics["reference_loaded"] is False
     assert metrics["train/global_step"] == 3 and metrics["data/train_pairs"] == 12
@@ -81,8 +81,12 @@ def test_config_errors_name_the_parameter(world):
         config(world, "e", loss_kwargs={"beta": 1.0})
     with pytest.raises(ConfigError, match="loss"):
         config(world, "e", loss="nope")
-    with pytest.raises(ConfigError, match="k_w"):
-        config(world, "e", k_w=0.0)
+    with pytest.raises(ConfigError, match=r"selection_kwargs.*k_w = 0.0: must be a fraction"):
+        config(world, "e", selection_kwargs={"k_w": 0.0})
+    with pytest.raises(ConfigError, match=r"selection_kwargs.*selector 'topk' takes .*not \['mass'\]"):
+        config(world, "e", selection_kwargs={"mass": 0.5})
+    with pytest.raises(ConfigError, match=r"selector = 'best'.*registered selectors"):
+        config(world, "e", selector="best")
 
 
 def test_bad_inputs_fail_before_training_and_write_nothing(world, tmp_path):
@@ -101,7 +105,7 @@ def test_bad_inputs_fail_before_training_and_write_nothing(world, tmp_path):
 
 
 def test_selection_masks_align_with_the_scored_tokens(world, tokenizer):
-    data, metrics = load_policy_data(config(world, "x", k_w=0.5, k_l=0.2), tokenizer)
+    data, metrics = load_policy_data(config(world, "x", selection_kwargs={"k_w": 0.5, "k_l": 0.2}), tokenizer)
     scored = policy_module.load_preferences(str(world["oracle"] / "scored"), "")
     for row, scores in zip(data, scored):
         chosen = [s for s, m in zip(scores["chosen_scores"], row["chosen_selected"]) if m]

@@ -61,7 +61,7 @@ def test_k_outside_unit_interval_is_rejected(k):
 
 def test_sepo_select_uses_separate_ratios():
     c, r = [[float(i) for i in range(10)]], [[float(i) for i in range(10)]]
-    cm, rm = S.select_from_scores(c, r, "sepo", k_w=0.3, k_l=0.1)
+    cm, rm = S.select_from_scores(c, r, "topk", k_w=0.3, k_l=0.1)
     assert [i for i, m in enumerate(cm[0]) if m] == [7, 8, 9]
     assert [i for i, m in enumerate(rm[0]) if m] == [0]
 
@@ -113,9 +113,26 @@ def test_random_select_matches_sepo_counts_and_is_seeded():
     a = S.select_from_scores(values, values, "random", k_w=0.3, seed=1)
     b = S.select_from_scores(values, values, "random", k_w=0.3, seed=1)
     c = S.select_from_scores(values, values, "random", k_w=0.3, seed=2)
-    s = S.select_from_scores(values, values, "sepo", k_w=0.3)
+    s = S.select_from_scores(values, values, "topk", k_w=0.3)
     assert a == b and a != c
     assert [sum(m) for m in a[0]] == [sum(m) for m in s[0]]
+
+
+def test_selector_registry_checks_hyperparameters_and_names_the_selector():
+    assert set(S.SELECTORS) == {"topk", "threshold", "adaptive", "random"}
+    assert S.get_selector("adaptive").hyperparameters == {"mass": 0.5}
+    with pytest.raises(ConfigError, match=r"selector 'topk' takes \['k_l', 'k_w', 'min_tokens'\], not \['p'\]"):
+        S.select_from_scores([[1.0]], [[1.0]], "topk", p=0.5)
+    with pytest.raises(ConfigError, match="mass = 0: must be a fraction"):
+        S.select_from_scores([[1.0]], [[1.0]], "adaptive", mass=0)
+    with pytest.raises(ConfigError, match="unknown selector 'sepo'"):
+        S.select_from_scores([[1.0]], [[1.0]], "sepo")
+    # the registry entry and the function it wraps select the same tokens
+    values = [[3.0, 1.0, 2.0, 0.0]]
+    cm, rm = S.select_from_scores(values, values, "adaptive", mass=0.6)
+    scores, valid = S.pad_ragged(values)
+    assert cm == S.unpad(S.adaptive_select(scores, valid, 0.6), valid)
+    assert rm == S.unpad(S.adaptive_select(scores, valid, 0.6, largest=False), valid)
 
 
 def test_quantile_select_keeps_the_top_40_percent():
@@ -147,7 +164,7 @@ def test_selected_positions_carry_the_scored_token_ids(rows, k):
     prompts = [[1] * p for p, _ in rows]
     responses = [r for _, r in rows]
     scores = [[float((t * 7919) % 13) for t in r] for r in responses]  # any deterministic score per token
-    masks, _ = S.select_from_scores(scores, scores, "sepo", k_w=k)
+    masks, _ = S.select_from_scores(scores, scores, "topk", k_w=k)
     batch = build_sequences(prompts, responses, 0, {"selected": masks})
     for i, r in enumerate(responses):
         at_positions = batch["input_ids"][i, batch["selected"][i].nonzero().squeeze(-1) + 1].tolist()
@@ -158,5 +175,5 @@ def test_selected_positions_carry_the_scored_token_ids(rows, k):
 def test_empty_response_and_unknown_method_are_named():
     with pytest.raises(DataError, match="row 3: chosen_scores is empty"):
         S.select_from_scores([[1.0], []], [[1.0], [1.0]], rows=[2, 3])
-    with pytest.raises(ConfigError, match="selection method 'best'"):
+    with pytest.raises(ConfigError, match="unknown selector 'best'"):
         S.select_from_scores([[1.0]], [[1.0]], "best")

@@ -28,7 +28,7 @@ def batch(tokenizer):
     data, _ = tokenize_preferences(Dataset.from_dict(preference_rows(3, seed=5)), tokenizer, max_length=64)
     chosen, rejected = select_from_scores(
         [[float((7 * i) % 5) for i in range(len(x))] for x in data["chosen_ids"]],
-        [[float((3 * i) % 4) for i in range(len(x))] for x in data["rejected_ids"]], "sepo", k_w=0.4, k_l=0.3,
+        [[float((3 * i) % 4) for i in range(len(x))] for x in data["rejected_ids"]], "topk", k_w=0.4, k_l=0.3,
     )
     data = data.add_column("chosen_selected", chosen).add_column("rejected_selected", rejected)
     features = [dict(row) for row in data]

@@ -223,11 +223,18 @@ class World:
 
 
 def world_dir(config: WorldConfig, root: str | Path = "cache/world") -> Path:
-    return Path(root) / config.fingerprint()
+    """``root/<key>``: the key hashes the config and the source of the code that builds the world."""
+    from sepo.cache import cache_key, code_fingerprint
+
+    return Path(root) / cache_key(config.fingerprint(), code_fingerprint("world"))
+
+
+def world_exists(config: WorldConfig, root: str | Path = "cache/world") -> bool:
+    return (world_dir(config, root) / DONE).exists()
 
 
 def build_world(config: WorldConfig, root: str | Path = "cache/world") -> World:
-    """The world of ``config``: loaded from ``root/<fingerprint>`` if built before, else built there."""
+    """The world of ``config``: loaded from ``root/<key>`` if built before, else built there (see :func:`world_dir`)."""
     final = world_dir(config, root)
     if (final / DONE).exists():
         return World(final, config)
@@ -236,7 +243,7 @@ def build_world(config: WorldConfig, root: str | Path = "cache/world") -> World:
         metrics = _build(config, tmp)
         metrics["timing/total_seconds"] = time.perf_counter() - started
         write_run_record(tmp, config, metrics)
-        write_json(tmp / DONE, {"fingerprint": config.fingerprint()})
+        write_json(tmp / DONE, {"fingerprint": config.fingerprint(), "key": final.name})
     return World(final, config)
 
 

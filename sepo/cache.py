@@ -1,0 +1,223 @@
+"""Cache keys made of a run's config **and** the source code that computes it.
+
+Every cached artefact lives in ``<cache>/<stage>/<key>/``. The key hashes two things:
+
+* the **config fingerprint**: every field of the stage's validated config (``StageConfig.fingerprint``);
+* the **code fingerprint**: the source of every ``sepo`` module the stage's module imports, directly or
+  through other ``sepo`` modules (read from their import statements, including imports inside
+  functions), so that a run is never read back after the code that made it changed.
+
+Registries are hashed per entry: in a module that registers functions (``@register`` in
+:mod:`sepo.losses`, ``@register_selector`` in :mod:`sepo.selectors`) the registered functions are
+left out of the module's hash and only the entries a run uses are added. Editing ``sepo_loss``
+therefore retrains exactly the policies trained with the ``sepo`` loss; editing a helper the losses
+share (``masked_mean``) retrains every run that imports the module; editing code no stage imports
+(plots, tables, claims, notebooks) retrains nothing.
+
+:func:`cached_run` runs a stage into its key's directory unless a finished run is already there, and
+appends one line per call to ``<cache>/usage.jsonl`` ("built" or "reused"), from which the
+reproduction tells a cold run from a warm one.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+PACKAGE = Path(__file__).resolve().parent
+
+# modules that decide where artefacts live but compute none of them: left out of every closure
+NOT_COMPUTING = {"sepo.cache"}
+
+# module -> name of the decorator that registers its entries
+REGISTRIES = {"sepo.losses": "register", "sepo.selectors": "register_selector"}
+
+# what each cached stage runs: its module, and extra modules it calls through objects passed in
+STAGE_MODULES = {
+    "world": ("sepo.world.build",),
+    "oracle": ("sepo.oracle",),
+    "policy": ("sepo.policy",),
+    "evaluate": ("sepo.evaluate", "sepo.world.judge"),
+    "reference_outputs": ("sepo.evaluate",),
+    "frontier": ("sepo.evaluate", "sepo.world.judge"),
+    "carried": ("sepo.transfer", "sepo.data"),
+}
+
+
+def _module_path(module: str, root: Path) -> Path | None:
+    parts = module.split(".")
+    if parts[0] != "sepo":
+        return None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(stamp: tuple[str, int, int]) -> tuple[str, ast.Module]:
+    """A file's source and syntax tree, read again whenever the file changes (``stamp``: path, mtime, size)."""
+    source = Path(stamp[0]).read_text()
+    return source, ast.parse(source)
+
+
+def _imports(module: str, root: Path) -> set[str]:
+    """``sepo`` modules imported anywhere in ``module``'s source (top level or inside functions)."""
+    path = _module_path(module, root)
+    if path is None:
+        return set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(_parsed(_stamp(path))[1]):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # "from sepo import stats"
+    return {m for m in found if m.startswith("sepo") and _module_path(m, root) is not None}
+
+
+def module_closure(modules: Iterable[str], root: Path = PACKAGE) -> list[str]:
+    """``modules`` and every ``sepo`` module they import, transitively; sorted."""
+    seen: set[str] = set()
+    todo = [m for m in modules]
+    while todo:
+        module = todo.pop()
+        if module in seen or module in NOT_COMPUTING or _module_path(module, root) is None:
+            continue
+        seen.add(module)
+        todo.extend(_imports(module, root) - seen)
+        parent = module.rpartition(".")[0]
+        if parent and parent not in seen:  # importing a submodule runs its package's __init__
+            todo.append(parent)
+    return sorted(seen)
+
+
+def _registered_functions(tree: ast.Module, decorator: str) -> dict[str, ast.FunctionDef]:
+    """Registry name -> function node, for functions decorated with ``@decorator("name", ...)``."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Name) and deco.func.id == decorator
+                        and deco.args and isinstance(deco.args[0], ast.Constant)):
+                    out[deco.args[0].value] = node
+    return out
+
+
+def _segments(module: str, root: Path) -> tuple[str, dict[str, str]]:
+    """A module's source without its registered functions, and each registered function's source."""
+    source, tree = _parsed(_stamp(_module_path(module, root)))
+    decorator = REGISTRIES.get(module)
+    if decorator is None:
+        return source, {}
+    lines = source.splitlines(keepends=True)
+    entries, cut = {}, []
+    for name, node in _registered_functions(tree, decorator).items():
+        start = min(d.lineno for d in node.decorator_list) - 1
+        entries[name] = "".join(lines[start: node.end_lineno])
+        cut.append((start, node.end_lineno))
+    shared = [line for i, line in enumerate(lines) if not any(a <= i < b for a, b in cut)]
+    return "".join(shared), entries
+
+
+def _code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], ...], root: Path) -> str:
+    digest = hashlib.sha256()
+    for module in module_closure(modules, root):
+        shared, _ = _segments(module, root)
+        digest.update(f"module {module}\n{shared}\n".encode())
+    for module, name in entries:
+        _, registered = _segments(module, root)
+        if name not in registered:
+            raise KeyError(f"{module} registers no {name!r}")
+        digest.update(f"entry {module}:{name}\n{registered[name]}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint(stage: str, *, losses: Iterable[str] = (), selectors: Iterable[str] = (),
+                     root: str | Path = PACKAGE) -> str:
+    """Hash of the source that computes a ``stage``'s artefact (see the module docstring).
+
+    ``losses`` / ``selectors`` name the registry entries the run uses.
+    """
+    entries = tuple(sorted({("sepo.losses", name) for name in losses} | {("sepo.selectors", name) for name in selectors}))
+    return _code_fingerprint(STAGE_MODULES[stage], entries, Path(root).resolve())
+
+
+def stage_code(stage: str, config: Any) -> str:
+    """The code fingerprint of one stage run, with the registry entries its config uses."""
+    if stage == "policy":
+        from sepo.losses import get_loss
+
+        spec = get_loss(config.loss)
+        return code_fingerprint("policy", losses=[config.loss], selectors=[config.selector] if spec.needs_selection else [])
+    if stage == "oracle":
+        return code_fingerprint("oracle", losses=["dpo"])
+    return code_fingerprint(stage)
+
+
+def cache_key(config_fingerprint: str, code: str) -> str:
+    return hashlib.sha256(f"{config_fingerprint}:{code}".encode()).hexdigest()[:16]
+
+
+def log_usage(cache_dir: str | Path, stage: str, key: str, built: bool) -> None:
+    """Append one line to ``<cache>/usage.jsonl``: which run a stage call built or reused."""
+    path = Path(cache_dir) / "usage.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"stage": stage, "key": key, "built": built, "time": time.time()}) + "\n")
+
+
+def cached_run(stage: str, cls: type, values: dict[str, Any], run: Callable[[Any], dict], cache_dir: str | Path,
+               out_field: str = "output_dir", code: str | None = None) -> tuple[Path, dict]:
+    """Run ``run(cls(**values))`` into ``cache_dir/stage/<key>`` unless that run already finished.
+
+    The key hashes the validated config (every field but ``out_field``, which is set to the run
+    directory) and the code fingerprint ``code`` (default: the stage's, :func:`stage_code`). Returns
+    the run directory and the run's metrics.
+    """
+    provisional = cls.from_dict(values, **{out_field: str(Path(cache_dir) / stage)})  # validated before any work
+    code = stage_code(stage, provisional) if code is None else code
+    key = cache_key(provisional.fingerprint(exclude=(out_field,)), code)
+    run_dir = Path(cache_dir) / stage / key
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        log_usage(cache_dir, stage, key, built=False)
+        return run_dir, json.loads(metrics_file.read_text())
+    metrics = run(dataclasses.replace(provisional, **{out_field: str(run_dir)}))
+    log_usage(cache_dir, stage, key, built=True)
+    return run_dir, metrics
+
+
+def usage_since(cache_dir: str | Path, offset: int) -> dict[str, int]:
+    """What the stage calls logged in ``usage.jsonl`` after its first ``offset`` lines: ``built`` (runs
+    made), ``reused_own`` (reads of a run made after ``offset``) and ``reused_older`` (reads of a run
+    that existed before: the run was not cold)."""
+    path = Path(cache_dir) / "usage.jsonl"
+    lines = path.read_text().splitlines()[offset:] if path.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    built = {(r["stage"], r["key"]) for r in records if r["built"]}
+    reads = [(r["stage"], r["key"]) for r in records if not r["built"]]
+    return {"built": len(built), "reused_own": sum(k in built for k in reads), "reused_older": sum(k not in built for k in reads)}
+
+
+def usage_lines(cache_dir: str | Path) -> int:
+    path = Path(cache_dir) / "usage.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0

@@ -1,0 +1,298 @@
+"""The mini world's pipeline: cached runs of every stage, for one :class:`ExperimentConfig`.
+
+A :class:`Pipeline` builds (or loads) the world and runs the stages -- oracle, policy, evaluation --
+each through its own ``run_<stage>`` function, under ``<cache>/<stage>/<key>/`` (:mod:`sepo.cache`:
+the key hashes the stage's full config and the source of the code that runs it). Inputs are
+themselves cached directories, so a change anywhere upstream changes every key downstream, and an
+unchanged run is never repeated. Tables (:mod:`sepo.tables`) compose these runs; notebooks call the
+tables and plot.
+
+Seeds: one world per configuration; a seed changes the oracle's subset and training order, the
+policy's training order and selection draws, and the evaluation samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sepo.cache import cached_run, code_fingerprint
+from sepo.config import StageConfig, help_field
+from sepo.errors import ConfigError
+from sepo.methods import Method, method
+from sepo.utils import staged_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | Path) -> Path:
+    """A path as given if absolute, else relative to the project root (notebooks run from notebooks/)."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
+
+
+def relative(path: str | Path) -> str:
+    """``path`` relative to the project root (as results record run directories), '/'-separated."""
+    return Path(os.path.relpath(Path(path).resolve(), ROOT)).as_posix()
+
+
+@dataclasses.dataclass
+class ExperimentConfig(StageConfig):
+    """Parameters shared by the experiment notebooks (each notebook adds its own sweep, kept in ``notebook``).
+
+    ``configs/mini/base.yaml`` holds the reproduction's values and ``configs/mini/smoke.yaml`` a
+    configuration that runs in seconds; a notebook reads one of them (its ``experiment`` parameter).
+    """
+
+    world: str = help_field("smoke", help="'smoke' (seconds), 'default' (configs/mini/world.yaml) or a WorldConfig YAML path")
+    cache_dir: str = help_field("cache", help="where worlds, models, scores and evaluations are cached by config and code")
+    results_dir: str = help_field("results/scratch", help="where the notebook writes metrics, tables and figures")
+    seeds: tuple[int, ...] = help_field((0,), help="seeds of oracle subsets, training order and evaluation samples")
+    oracle_size: str = help_field("small", help="model size of the oracle (and of its reference)")
+    oracle_fraction: float = help_field(1.0, help="fraction of the oracle split that trains the oracle")
+    oracle_beta: float = help_field(0.1, help="DPO beta of the oracle; scale of the token rewards")
+    oracle_epochs: float = help_field(3.0, help="epochs of oracle DPO training")
+    oracle_lr: float = help_field(1e-3, help="learning rate of the oracle")
+    policy_size: str = help_field("medium", help="model size of the policy")
+    policy_epochs: float = help_field(1.0, help="epochs of policy training")
+    policy_lr: float = help_field(3e-4, help="learning rate of the policy")
+    batch_size: int = help_field(16, help="pairs per optimizer step (oracle and policy)")
+    max_pairs: int = help_field(0, help="train policies on at most this many pairs (0: all)")
+    method_settings: dict = help_field({}, help="per method, hyper-parameters that differ from the registries' defaults: "
+                                                "{name: {loss_kwargs: {...}, selection_kwargs: {...}}}")
+    max_length: int = help_field(128, help="longest prompt + response in tokens (oracle and policy training)")
+    max_prompt_length: int = help_field(32, help="longest prompt in tokens (oracle and policy training)")
+    warmup_ratio: float = help_field(0.1, help="share of policy training steps with a rising learning rate")
+    logging_steps: int = help_field(10, help="steps between logged training metrics (oracle and policy)")
+    score_batch_size: int = help_field(32, help="pairs per batch when the oracle scores tokens")
+    eval_prompts: int = help_field(128, help="held-out prompts evaluated per policy")
+    eval_samples: int = help_field(2, help="samples per prompt")
+    eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
+    max_new_tokens: int = help_field(48, help="longest sampled response")
+    notebook: dict = help_field({}, help="the notebook's own parameters (its sweep), recorded with the shared ones")
+
+    def validate(self) -> None:
+        self._require(len(self.seeds) >= 1, "seeds", "at least one seed")
+        self._require(0 < self.oracle_fraction <= 1, "oracle_fraction", "must be in (0, 1]")
+        self._require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        for name in ("oracle_beta", "oracle_epochs", "oracle_lr", "policy_epochs", "policy_lr"):
+            self._require(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("batch_size", "eval_prompts", "eval_samples", "max_new_tokens", "max_length", "max_prompt_length",
+                     "logging_steps", "score_batch_size", "eval_batch_size"):
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
+        for name, settings in self.method_settings.items():
+            method(name, settings)  # raises a ConfigError naming the method
+
+
+def world_config(name: str):
+    """The :class:`~sepo.world.build.WorldConfig` named by an experiment's ``world`` parameter."""
+    from sepo.world.build import WorldConfig, smoke_world_config
+
+    if name == "smoke":
+        return smoke_world_config()
+    if name == "default":
+        return WorldConfig.from_yaml(ROOT / "configs" / "mini" / "world.yaml")
+    if resolve(name).is_file():
+        return WorldConfig.from_yaml(resolve(name))
+    raise ConfigError(f"world = {name!r}: use 'smoke', 'default' or the path of a WorldConfig YAML")
+
+
+def summarize_evaluation(metrics: dict) -> dict[str, float]:
+    """The numbers the tables report from one evaluation's metrics."""
+    versus = metrics["vs_reference"]
+    return {
+        "win_rate": versus["win_rate"] / 100.0,
+        "win_rate_se": versus["standard_error"] / 100.0,
+        "reward": metrics["score_policy"]["mean"],
+        "reward_se": metrics["score_policy"]["stderr"],
+        "sft_reward": metrics["score_reference"]["mean"],
+        "kl": metrics["kl"]["kl"],
+        "kl_se": metrics["kl"]["kl_stderr"],
+    }
+
+
+class Pipeline:
+    """The mini world and cached runs of every stage, for one :class:`ExperimentConfig`."""
+
+    def __init__(self, config: ExperimentConfig):
+        from sepo.cache import log_usage
+        from sepo.world.build import build_world, world_exists
+
+        self.config = config
+        self.cache = resolve(config.cache_dir)
+        world = world_config(config.world)
+        existed = world_exists(world, self.cache / "world")
+        self.world = build_world(world, root=self.cache / "world")
+        log_usage(self.cache, "world", Path(self.world.root).name, built=not existed)
+        self.derived = self.cache / "derived" / Path(self.world.root).name  # files made from this world
+        self.derived.mkdir(parents=True, exist_ok=True)
+
+    def method(self, name: str) -> Method:
+        """The method ``name`` with this experiment's ``method_settings`` for it."""
+        return method(name, self.config.method_settings.get(name))
+
+    # --- data ---------------------------------------------------------------------------
+    def data_path(self, world: str = "id") -> str:
+        return str(self.world.preferences_path(world))
+
+    def prompts_path(self, world: str = "id") -> str:
+        """The world's held-out evaluation prompts as a JSONL prompt set (written once)."""
+        from sepo.utils import write_text
+
+        prompts = self.world.eval_prompts(world)[: self.config.eval_prompts]
+        path = self.derived / f"eval_prompts_{world}_{len(prompts)}.jsonl"
+        if not path.exists():
+            rows = [{"index": i, "instruction": p, "dataset": f"mini-{world}"} for i, p in enumerate(prompts)]
+            write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    def sft_path(self, size: str, tokenizer: str = "a") -> str:
+        return str(self.world.sft_path(size, tokenizer))
+
+    def mixed_data_path(self, oracle_world: str, target_world: str) -> str:
+        """Pairs whose ``oracle`` split comes from one world and ``train`` split from another (``eval``: the oracle's)."""
+        from datasets import DatasetDict, load_from_disk
+
+        path = self.derived / f"mixed_{oracle_world}_{target_world}"
+        if not (path / "dataset_dict.json").exists():
+            source, target = load_from_disk(self.data_path(oracle_world)), load_from_disk(self.data_path(target_world))
+            mixed = DatasetDict({"oracle": source["oracle"], "train": target["train"], "eval": source["eval"]})
+            with staged_dir(path) as tmp:
+                mixed.save_to_disk(str(tmp))
+        return str(path)
+
+    # --- stages ---------------------------------------------------------------------------
+    def oracle(self, seed: int, *, size: str | None = None, fraction: float | None = None, beta: float | None = None,
+               world: str = "id", tokenizer: str = "a", epochs: float | None = None,
+               data_path: str | None = None) -> tuple[Path, dict]:
+        """DPO-train an oracle from the SFT model of ``size`` and score the ``world``'s training pairs.
+
+        ``data_path`` replaces the world's pairs (its ``oracle`` split trains, its ``train`` split is scored).
+        """
+        from sepo.oracle import OracleConfig, run_oracle
+
+        c = self.config
+        values = dict(
+            reference_path=self.sft_path(size or c.oracle_size, tokenizer),
+            data_path=data_path or self.data_path(world), oracle_split="oracle", target_split="train", eval_split="eval",
+            oracle_fraction=c.oracle_fraction if fraction is None else fraction,
+            beta=c.oracle_beta if beta is None else beta,
+            num_train_epochs=c.oracle_epochs if epochs is None else epochs, learning_rate=c.oracle_lr,
+            per_device_batch_size=c.batch_size, seed=seed, logging_steps=c.logging_steps, max_length=c.max_length,
+            max_prompt_length=c.max_prompt_length, score_batch_size=c.score_batch_size,
+        )
+        return cached_run("oracle", OracleConfig, values, run_oracle, self.cache)
+
+    def policy(self, recipe: Method, seed: int, *, size: str | None = None, data: str | None = None,
+               world: str = "id", save_steps: int = 0, reference_path: str | None = None,
+               epochs: float | None = None) -> tuple[Path, dict]:
+        """Train a policy from the SFT model of ``size`` with ``recipe``.
+
+        ``data``: for a method that trains on token selections, an oracle run's directory (its scores);
+        otherwise preference data (default: the ``world``'s pairs). A method whose loss needs a
+        reference gets ``reference_path`` (default: the policy's own SFT model).
+        """
+        from sepo.policy import PolicyConfig, run_policy
+
+        c = self.config
+        size = size or c.policy_size
+        if recipe.needs_reference and reference_path is None:
+            reference_path = self.sft_path(size)
+        if data is None:
+            if recipe.needs_selection:
+                raise ConfigError(f"{recipe.name}: loss {recipe.loss!r} trains on an oracle run's token scores; "
+                                  "pass data=<oracle run dir>")
+            data = self.data_path(world)
+        values = dict(
+            model_path=self.sft_path(size), loss=recipe.loss, loss_kwargs=dict(recipe.loss_kwargs),
+            reference_path=reference_path or "", data_path=str(data),
+            split="" if recipe.needs_selection or Path(data, "scored").is_dir() else "train",
+            selection_seed=seed,
+            num_train_epochs=c.policy_epochs if epochs is None else epochs, learning_rate=c.policy_lr,
+            per_device_batch_size=c.batch_size, max_pairs=c.max_pairs, seed=seed,
+            logging_steps=save_steps or c.logging_steps, save_steps=save_steps, max_length=c.max_length,
+            max_prompt_length=c.max_prompt_length, warmup_ratio=c.warmup_ratio,
+        )
+        if recipe.needs_selection:
+            values.update(selector=recipe.selector, selection_kwargs=dict(recipe.selection_kwargs))
+        return cached_run("policy", PolicyConfig, values, run_policy, self.cache)
+
+    def evaluate(self, model_dir: str | Path, seed: int, *, size: str | None = None, world: str = "id",
+                 reference_dir: str | None = None) -> dict:
+        """Gold reward, gold win rate against the SFT model of ``size`` and KL to it, on held-out prompts;
+        ``eval_run`` names the evaluation's run directory (relative to the project)."""
+        from sepo.evaluate import EvalConfig, run_evaluate
+
+        c = self.config
+        values = dict(
+            model_dir=str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir),
+            reference_dir=reference_dir or self.sft_path(size or c.policy_size),
+            prompt_set=self.prompts_path(world), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
+            seed=seed, batch_size=c.eval_batch_size, judge="gold", generator="policy", reference_generator="sft",
+        )
+        values["reference_outputs"] = self.reference_outputs(EvalConfig.from_dict(values, out_dir="-"))
+        run_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
+                                      self.cache, out_field="out_dir")
+        return {**summarize_evaluation(metrics), "eval_run": relative(run_dir)}
+
+    def reference_outputs(self, config) -> str:
+        """The reference's samples for an :class:`~sepo.evaluate.EvalConfig` (drawn once, shared by every
+        policy evaluated against that reference with the same prompts, seed and sampling)."""
+        from sepo.cache import cache_key
+        from sepo.evaluate import sample_reference_outputs
+
+        fingerprint = config.fingerprint(exclude=("model_dir", "generator", "out_dir", "judge", "judge_model", "base_url",
+                                                  "api_key_env", "estimate_kl", "baseline_outputs", "reference_outputs",
+                                                  "lc_df_gamed_path"))
+        path = self.derived / "reference_outputs" / f"{cache_key(fingerprint, code_fingerprint('reference_outputs'))}.json"
+        if not path.exists():
+            sample_reference_outputs(config, path)
+        return str(path)
+
+    def frontier(self, run_dir: str | Path, label: str, seed: int, size: str | None = None, world: str = "id"):
+        """Gold reward and KL to the SFT model at every checkpoint of a policy run (cached beside the run)."""
+        import pandas as pd
+
+        from sepo.evaluate import reward_kl_frontier
+        from sepo.trainer import load_causal_lm, load_tokenizer
+        from sepo.utils import write_text
+
+        c = self.config
+        code = code_fingerprint("frontier")
+        out = Path(run_dir) / f"frontier_{world}_{c.eval_prompts}x{c.eval_samples}_{c.max_new_tokens}_{seed}_{code}.csv"
+        if out.exists():
+            return pd.read_csv(out)
+        sft = self.sft_path(size or c.policy_size)
+        points = [(label, 0, sft)]
+        checkpoints = sorted(Path(run_dir).glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        points += [(label, int(p.name.split("-")[1]), str(p)) for p in checkpoints]
+        final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
+        if not checkpoints or points[-1][1] != final_step:  # a checkpoint at the last step already holds the final weights
+            points.append((label, -1, str(Path(run_dir) / "model")))
+        prompts = self.world.eval_prompts(world)[: c.eval_prompts]
+        frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
+                                   self.world.judge, num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed,
+                                   batch_size=c.eval_batch_size)
+        frame["seed"] = seed
+        write_text(out, frame.to_csv(index=False))
+        return frame
+
+    def carried_scores(self, oracle_dir: str | Path, tokenizer) -> Path:
+        """An oracle run's token scores carried to ``tokenizer``'s tokens by character offsets (cached
+        beside the run); a directory that :func:`sepo.oracle.load_scored` and the policy stage read."""
+        from sepo.oracle import load_scored
+        from sepo.transfer import carry_scores_to
+
+        carried_dir = Path(oracle_dir) / f"carried_{code_fingerprint('carried')}"
+        if not (carried_dir / "scored" / "dataset_info.json").exists():
+            c = self.config
+            carried = carry_scores_to(load_scored(str(oracle_dir)), tokenizer, max_length=c.max_length,
+                                      max_prompt_length=c.max_prompt_length)
+            with staged_dir(carried_dir) as tmp:
+                carried.save_to_disk(str(tmp / "scored"))
+                tokenizer.save_pretrained(str(tmp / "scored" / "tokenizer"))
+        return carried_dir

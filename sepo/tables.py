@@ -1,0 +1,253 @@
+"""The tables of the notebooks: cached runs of a :class:`~sepo.pipeline.Pipeline` composed into frames.
+
+Each table function runs (or reads from the cache) what its table needs, returns a ``pandas.DataFrame``
+with one row per run and seed, and the claim records that :mod:`sepo.claims`' verdict rules derive
+from it. Every row names the runs it comes from (``run``: the policy's run directory relative to the
+project, whose last part is the run's cache key ``run_key``; ``eval_run``: its evaluation's;
+``oracle_run``: the oracle whose scores it used), so a number in a table can be traced to the
+``config.yaml`` and ``metrics.json`` that made it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sepo import claims as claim_rules
+from sepo.methods import Method
+from sepo.pipeline import Pipeline, relative
+
+
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _run(run_dir: str | Path) -> dict[str, str]:
+    return {"run": relative(run_dir), "run_key": Path(run_dir).name}
+
+
+def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=None, size: str | None = None,
+                       world: str = "id", data: str | None = None, reference_path: str | None = None) -> dict:
+    """One policy run and its evaluation, as a table row. A method that trains on token selections
+    reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs)."""
+    run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
+                                         world=world, reference_path=reference_path)
+    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world)}
+    row["train_loss"] = train_metrics.get("train/loss", float("nan"))
+    row.update(_run(run_dir))
+    if recipe.needs_selection and oracle_dir is not None:
+        row["oracle_run"] = relative(oracle_dir)
+    return row
+
+
+def summary(frame, by: str | list[str] = "method", columns=("win_rate", "reward", "kl")):
+    """Mean and 95% t-interval half-width over seeds of each column, per group (NaN half-width for one seed)."""
+    from sepo import stats
+
+    rows = []
+    for key, group in frame.groupby(by, sort=False, dropna=False):  # keep rows whose key is NaN (e.g. DPO in 08)
+        row = dict(zip([by] if isinstance(by, str) else by, key if isinstance(key, tuple) else (key,)))
+        row["n_seeds"] = len(group)
+        for column in columns:
+            mean, low, high = stats.t_interval(group[column].tolist())
+            row[column] = mean
+            row[f"{column}_ci95"] = (high - low) / 2 if len(group) > 1 else float("nan")
+        rows.append(row)
+    return _frame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Oracle and token rewards (notebooks 02, 03)
+# --------------------------------------------------------------------------------------------
+def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3, train_policies: bool = True):
+    """Oracle quality against the share of the oracle split it trains on (C6)."""
+    from sepo.analysis import token_agreement
+    from sepo.oracle import load_scored
+
+    rows = []
+    for seed in pipe.config.seeds:
+        for fraction in fractions:
+            oracle_dir, metrics = pipe.oracle(seed, fraction=fraction)
+            agreement = token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed)
+            row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
+                   "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                   "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
+                   "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
+                   "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
+            if train_policies:
+                policy = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=oracle_dir)
+                row.update({f"policy_{k_}": v for k_, v in policy.items() if k_ in ("win_rate", "reward", "kl", "run")})
+            rows.append(row)
+    frame = _frame(rows)
+    return frame, claim_rules.oracle_fraction_claims(frame)
+
+
+def token_reward_report(pipe: Pipeline, k: float = 0.3):
+    """Concentration of token rewards (C1) and their agreement with gold credit (R1), per seed."""
+    import numpy as np
+
+    from sepo.analysis import concentration, token_agreement
+    from sepo.oracle import load_scored
+
+    rows = []
+    for seed in pipe.config.seeds:
+        oracle_dir, _ = pipe.oracle(seed)
+        scored = load_scored(str(oracle_dir))
+        row = {"seed": seed, **token_agreement(scored, k=k, seed=seed)}
+        # the null of "dominated by a few tokens": Gaussian noise in responses of the same lengths
+        # (for long responses the top 30% of |noise| hold 0.584 of it)
+        rng = np.random.default_rng(seed)
+        for side in ("chosen", "rejected"):
+            noise = [rng.standard_normal(len(v)) for v in scored[f"{side}_scores"]]
+            row[f"{side}/gaussian_top30"] = concentration(noise)["top30"]
+        row["oracle_run"] = relative(oracle_dir)
+        rows.append(row)
+    frame = _frame(rows)
+    return frame, claim_rules.token_reward_claims(frame)
+
+
+# --------------------------------------------------------------------------------------------
+# Policies (notebooks 04-10)
+# --------------------------------------------------------------------------------------------
+def main_table(pipe: Pipeline, methods: list[str]):
+    """Every method from the same SFT model, per seed (C2, R5). Methods that train on token selections
+    use the seed's oracle."""
+    recipes = [pipe.method(name) for name in methods]  # an unknown method fails before any training
+    sft_path = pipe.sft_path(pipe.config.policy_size)
+    rows = []
+    for seed in pipe.config.seeds:
+        oracle_dir, _ = pipe.oracle(seed)
+        sft = pipe.evaluate(sft_path, seed)
+        rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
+        for recipe in recipes:
+            rows.append(train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir))
+    frame = _frame(rows)
+    return frame, claim_rules.main_table_claims(frame)
+
+
+def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[float], oracle_betas: list[float],
+              masses: list[float]):
+    """SePO against k (k_w = k_l), k_l alone (k_w = 0.3), gamma, the oracle's beta, and adaptive
+    selection by reward mass (C3, R4)."""
+    sepo = pipe.method("SePO")
+    variants = [("k", k, sepo.replace(name=f"SePO k={k}").with_selection_kwargs(k_w=k, k_l=k)) for k in ks]
+    variants += [("k_l", k, sepo.replace(name=f"SePO k_l={k}").with_selection_kwargs(k_l=k)) for k in k_ls]
+    variants += [("gamma", g, sepo.replace(name=f"SePO gamma={g}").with_loss_kwargs(gamma=g)) for g in gammas]
+    variants += [("oracle_beta", b, sepo.replace(name=f"SePO oracle beta={b}")) for b in oracle_betas]
+    variants += [("adaptive_mass", m, sepo.replace(name=f"SePO adaptive mass={m}", selector="adaptive", selection_kwargs={"mass": m}))
+                 for m in masses]
+    rows = []
+    for seed in pipe.config.seeds:
+        for parameter, value, recipe in variants:
+            oracle_dir, _ = pipe.oracle(seed, beta=value if parameter == "oracle_beta" else None)
+            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir)
+            rows.append({"parameter": parameter, "value": value, **row})
+    frame = _frame(rows)
+    return frame, claim_rules.ablation_claims(frame)
+
+
+def weak_to_strong(pipe: Pipeline, oracle_sizes: list[str], policy_sizes: list[str]):
+    """Every oracle size x policy size, one tokenizer (C4), and each policy size's DPO baseline."""
+    rows = []
+    for seed in pipe.config.seeds:
+        for o in oracle_sizes:
+            oracle_dir, _ = pipe.oracle(seed, size=o)
+            for p in policy_sizes:
+                row = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=oracle_dir, size=p)
+                rows.append({"oracle_size": o, "policy_size": p, **row})
+        for p in policy_sizes:
+            rows.append({"oracle_size": "-", "policy_size": p, **train_and_evaluate(pipe, pipe.method("DPO"), seed, size=p)})
+    frame = _frame(rows)
+    return frame, claim_rules.weak_to_strong_claims(frame, oracle_sizes, policy_sizes)
+
+
+def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs: float, save_steps: int):
+    """Train on out-of-distribution pairs, with the oracle from the in-distribution world (C5);
+    reward-vs-KL frontiers over checkpoints, per method (R2). Evaluation is on in-distribution prompts."""
+    import pandas as pd
+
+    recipes = {name: pipe.method(name) for name in methods}  # an unknown method fails before any training
+    data = pipe.mixed_data_path("id", "ood")
+    rows, frontiers = [], []
+    for seed in pipe.config.seeds:
+        oracle_dir, _ = pipe.oracle(seed, data_path=data)  # in-distribution oracle scoring out-of-distribution pairs
+        for name, recipe in recipes.items():
+            run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
+                                     save_steps=save_steps, epochs=frontier_epochs)
+            rows.append({"method": name, "seed": seed, **pipe.evaluate(run_dir, seed), **_run(run_dir)})
+            curve = pipe.frontier(run_dir, name, seed)
+            curve["run"] = relative(run_dir)
+            frontiers.append(curve)
+    frame, curves = _frame(rows), pd.concat(frontiers, ignore_index=True)
+    return frame, curves, claim_rules.ood_claims(frame, curves)
+
+
+def selective_dpo_references(pipe: Pipeline, strong_size: str, ks: list[float]):
+    """Selective-DPO with a weak reference (the policy's own SFT model) and a strong one (a DPO-trained
+    larger model), keeping several fractions ``k`` of tokens (the paper keeps the top 40%)."""
+    rows = []
+    for seed in pipe.config.seeds:
+        strong_dir, _ = pipe.policy(pipe.method("DPO"), seed, size=strong_size)
+        references = {"weak (policy SFT)": pipe.sft_path(pipe.config.policy_size), f"strong (DPO {strong_size})": str(strong_dir / "model")}
+        for ref_name, ref_path in references.items():
+            for k in ks:
+                recipe = pipe.method("Selective-DPO")
+                recipe = recipe.replace(name=f"Selective-DPO k={k}").with_loss_kwargs(k=k)
+                row = train_and_evaluate(pipe, recipe, seed, reference_path=ref_path)
+                rows.append({"reference": ref_name, "k": k, **row, "reference_run": relative(ref_path)})
+        rows.append({"reference": "-", "k": float("nan"), **train_and_evaluate(pipe, pipe.method("DPO"), seed)})
+    frame = _frame(rows)
+    k = 0.4 if 0.4 in ks else ks[0]
+    return frame, claim_rules.selective_dpo_claims(frame, k)
+
+
+def cross_tokenizer(pipe: Pipeline, k: float = 0.3):
+    """An oracle with a different tokenizer (B), its rewards carried to the policy's tokens (A), against
+    the same-tokenizer oracle (R3): agreement with gold credit and the SePO policy it trains."""
+    from transformers import AutoTokenizer
+
+    from sepo.analysis import token_agreement
+    from sepo.oracle import load_scored
+
+    tokenizer_a = AutoTokenizer.from_pretrained(str(pipe.world.tokenizer_path))
+    rows = []
+    for seed in pipe.config.seeds:
+        same_dir, _ = pipe.oracle(seed)
+        other_dir, _ = pipe.oracle(seed, tokenizer="b")
+        carried_dir = pipe.carried_scores(other_dir, tokenizer_a)
+        for label, run_dir in (("same tokenizer", same_dir), ("other tokenizer, carried", carried_dir)):
+            agreement = token_agreement(load_scored(str(run_dir)), k=k, seed=seed)
+            row = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=run_dir)
+            rows.append({"oracle": label, **row, "chosen_precision": agreement["chosen/precision"],
+                         "random_precision": agreement["chosen/random_precision"], "spearman": agreement["chosen/spearman"]})
+    frame = _frame(rows)
+    return frame, claim_rules.cross_tokenizer_claims(frame)
+
+
+def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judge: str) -> dict[str, Any]:
+    """Train one policy (as in the main table) and run the benchmark flow on it: sample it and its SFT
+    model on ``prompt_set`` ("mini": the world's held-out prompts; or a benchmark of ``data/benchmarks``),
+    judge the pairs with ``judge`` ("gold" offline; an LLM judge needs an API key), win rates and KL."""
+    from sepo.cache import cached_run
+    from sepo.evaluate import EvalConfig, run_evaluate
+    from sepo.pipeline import summarize_evaluation
+
+    c = pipe.config
+    seed = c.seeds[0]
+    recipe = pipe.method(method_name)
+    oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
+    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir)
+    values = dict(
+        model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
+        prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,
+        num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=c.eval_batch_size, judge=judge,
+        generator=f"{method_name}-{c.policy_size}", reference_generator=f"SFT-{c.policy_size}",
+    )
+    eval_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge),
+                                   pipe.cache, out_field="out_dir")
+    judge_label = "mini-world gold judge (VADER + degeneracy terms), not an LLM" if judge == "gold" else f"LLM judge: {judge}"
+    return {"judge": judge_label, "prompt_set": prompt_set, "method": method_name, **_run(run_dir),
+            "eval_run": relative(eval_dir), "metrics": metrics,
+            **({"summary": summarize_evaluation(metrics)} if "vs_reference" in metrics else {})}

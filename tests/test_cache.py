@@ -1,0 +1,94 @@
+"""Cache keys know the code: an edit retrains exactly the runs whose code it touches."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import sepo
+from sepo.cache import code_fingerprint, module_closure, usage_since
+
+PACKAGE = Path(sepo.__file__).parent
+
+
+@pytest.fixture()
+def package(tmp_path):
+    """A copy of the sepo package to edit."""
+    root = tmp_path / "sepo"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def keys(root):
+    """The code fingerprint of every kind of run, for the package at ``root``."""
+    return {
+        "world": code_fingerprint("world", root=root),
+        "oracle": code_fingerprint("oracle", losses=["dpo"], root=root),
+        "policy SePO": code_fingerprint("policy", losses=["sepo"], selectors=["topk"], root=root),
+        "policy SePO-random": code_fingerprint("policy", losses=["sepo"], selectors=["random"], root=root),
+        "policy DPO": code_fingerprint("policy", losses=["dpo"], root=root),
+        "policy SimPO": code_fingerprint("policy", losses=["simpo"], root=root),
+        "evaluate": code_fingerprint("evaluate", root=root),
+    }
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def changed(before, after):
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_editing_a_loss_retrains_exactly_the_policies_that_use_it(package):
+    before = keys(package)
+    edit(package / "losses.py", "u_w = gamma * masked_mean(inp.policy_chosen, cw)",
+         "u_w = gamma * masked_mean(inp.policy_chosen, cw) * 1.0")
+    assert changed(before, keys(package)) == {"policy SePO", "policy SePO-random"}
+
+
+def test_editing_a_shared_helper_retrains_every_run_that_imports_it(package):
+    before = keys(package)
+    edit(package / "losses.py", "return masked_sum(values, mask) / mask.sum(-1).clamp(min=1)",
+         "return masked_sum(values, mask) / mask.sum(-1).clamp(min=1.0)")
+    # the trainer imports the losses module, and every stage the trainer: all depend on its shared part
+    assert changed(before, keys(package)) == set(before)
+
+
+def test_editing_a_selector_retrains_only_the_policies_selected_by_it(package):
+    before = keys(package)
+    edit(package / "selectors.py", "[seed * 1_000_003 + 2 * r for r in rows]),", "[seed * 1_000_003 + 2 * r + 0 for r in rows]),")
+    assert changed(before, keys(package)) == {"policy SePO-random"}
+
+
+def test_editing_code_no_stage_runs_retrains_nothing(package):
+    before = keys(package)
+    for name in ("plots.py", "tables.py", "claims.py", "notebook.py", "cache.py"):
+        (package / name).write_text((package / name).read_text() + "\n# an edit\n")
+    assert changed(before, keys(package)) == set()
+
+
+def test_editing_the_gold_judge_rebuilds_the_world_and_reevaluates(package):
+    before = keys(package)
+    (package / "world" / "judge.py").write_text((package / "world" / "judge.py").read_text() + "\n# an edit\n")
+    assert changed(before, keys(package)) == {"world", "evaluate"}
+
+
+def test_closure_follows_imports_inside_functions():
+    closure = module_closure(["sepo.evaluate"])
+    assert "sepo.generation" in closure  # imported inside a function
+    assert "sepo.plots" not in closure and "sepo.cache" not in closure
+
+
+def test_usage_tells_runs_built_now_from_runs_read_from_before(tmp_path):
+    from sepo.cache import log_usage, usage_lines
+
+    log_usage(tmp_path, "oracle", "old", built=True)
+    start = usage_lines(tmp_path)
+    log_usage(tmp_path, "oracle", "new", built=True)
+    log_usage(tmp_path, "oracle", "new", built=False)
+    assert usage_since(tmp_path, start) == {"built": 1, "reused_own": 1, "reused_older": 0}
+    log_usage(tmp_path, "oracle", "old", built=False)
+    assert usage_since(tmp_path, start)["reused_older"] == 1

@@ -1,0 +1,111 @@
+"""The table functions compose pipeline runs into rows that trace back to their runs (a fake pipeline
+stands in for training: every run's numbers are a function of its recipe and seed)."""
+
+import types
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sepo import tables
+from sepo.errors import ConfigError
+from sepo.methods import method
+from sepo.pipeline import ROOT, ExperimentConfig
+
+
+class FakePipeline:
+    """Records the runs asked for; a run directory names its recipe, so rows can be checked against it."""
+
+    def __init__(self, seeds=(0, 1, 2), **settings):
+        self.config = ExperimentConfig(seeds=tuple(seeds), **settings)
+        self.cache = ROOT / "cache-fake"
+        self.calls = []
+
+    def method(self, name):
+        return method(name, self.config.method_settings.get(name))
+
+    def sft_path(self, size, tokenizer="a"):
+        return str(self.cache / "world" / f"sft-{size}-{tokenizer}")
+
+    def oracle(self, seed, size=None, fraction=None, beta=None, world="id", tokenizer="a", epochs=None, data_path=None):
+        path = self.cache / "oracle" / f"oracle-{size or 'small'}-{beta}-{tokenizer}-{seed}"
+        self.calls.append(("oracle", path.name))
+        return path, {}
+
+    def policy(self, recipe, seed, size=None, data=None, world="id", save_steps=0, reference_path=None, epochs=None):
+        tag = f"{recipe.name}|{recipe.loss}|{sorted(recipe.loss_kwargs.items())}|{recipe.selector}|" \
+              f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}"
+        self.calls.append(("policy", tag, data))
+        if recipe.needs_selection and data is None:
+            raise ConfigError("needs an oracle run")
+        return self.cache / "policy" / f"{zlib.crc32(tag.encode()):08x}", {"train/loss": 0.5}
+
+    def evaluate(self, model_dir, seed, size=None, world="id", reference_dir=None):
+        value = zlib.crc32(str(model_dir).encode()) % 1000 / 1000
+        return {"win_rate": value, "reward": value, "kl": 1.0 + value, "eval_run": f"cache-fake/evaluate/{Path(model_dir).name}"}
+
+    def mixed_data_path(self, a, b):
+        return str(self.cache / "derived" / f"mixed_{a}_{b}")
+
+    def frontier(self, run_dir, label, seed, size=None, world="id"):
+        return pd.DataFrame({"method": [label] * 3, "step": [0, 1, 2], "kl": [0.0, 1.0, 2.0], "reward": [0.0, 0.5, 0.7],
+                             "seed": [seed] * 3})
+
+
+def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
+    pipe = FakePipeline()
+    frame, claims = tables.main_table(pipe, ["DPO", "SePO", "SePO-random"])
+    assert len(frame) == 3 * 4 and set(frame.method) == {"SFT", "DPO", "SePO", "SePO-random"}
+    assert set(claims) == {"C2", "R5", "C2-control"}
+    sepo = frame[frame.method == "SePO"]
+    assert all(run.startswith("cache-fake/policy/") and run.endswith(key) for run, key in zip(sepo.run, sepo.run_key))
+    assert all(o.startswith("cache-fake/oracle/oracle-small") for o in sepo.oracle_run)
+    assert frame[frame.method == "DPO"].oracle_run.isna().all()  # DPO reads no oracle
+    # methods that select tokens got the seed's oracle; the others the world's pairs
+    for kind, tag, data in [c for c in pipe.calls if c[0] == "policy"]:
+        assert (data is not None) == ("|sepo|" in tag)
+    with pytest.raises(ConfigError, match="unknown method 'Bogus'"):
+        tables.main_table(FakePipeline(), ["DPO", "Bogus"])
+
+
+def test_ablations_change_one_setting_per_variant():
+    pipe = FakePipeline(seeds=(0, 1))
+    frame, claims = tables.ablations(pipe, ks=[0.1, 0.3, 1.0], k_ls=[1.0], gammas=[2.5], oracle_betas=[0.5], masses=[0.5])
+    assert len(frame) == 2 * 7 and set(claims) == {"C3", "R4"}
+    tags = [c[1] for c in pipe.calls if c[0] == "policy"]
+    assert "SePO k_l=1.0|sepo|[]|topk|[('k_l', 1.0)]|None|None|0" in tags
+    assert "SePO gamma=2.5|sepo|[('gamma', 2.5)]|topk|[]|None|None|0" in tags
+    assert "SePO adaptive mass=0.5|sepo|[]|adaptive|[('mass', 0.5)]|None|None|1" in tags
+    assert ("oracle", "oracle-small-0.5-a-0") in pipe.calls  # the oracle-beta variant trains its own oracle
+
+
+def test_weak_to_strong_grid_and_baselines():
+    pipe = FakePipeline(seeds=(0,))
+    frame, claims = tables.weak_to_strong(pipe, ["small", "large"], ["small", "large"])
+    assert len(frame[frame.method == "SePO"]) == 4 and len(frame[frame.method == "DPO"]) == 2
+    assert set(claims) == {"C4"} and claims["C4"]["effects"][0]["n"] == 1
+
+
+def test_ood_rows_and_frontiers_carry_runs():
+    pipe = FakePipeline(seeds=(0, 1))
+    frame, curves, claims = tables.ood_and_overoptimization(pipe, ["DPO", "SePO"], frontier_epochs=2.0, save_steps=4)
+    assert set(claims) == {"C5", "R2"} and len(curves) == 2 * 2 * 3
+    assert curves.run.str.startswith("cache-fake/policy/").all() and frame.run_key.str.len().eq(8).all()
+
+
+def test_selective_dpo_uses_the_experiments_settings_and_each_reference():
+    pipe = FakePipeline(seeds=(0,), method_settings={"Selective-DPO": {"loss_kwargs": {"beta": 0.1}}})
+    frame, claims = tables.selective_dpo_references(pipe, "large", ks=[0.4])
+    tags = [c[1] for c in pipe.calls if c[0] == "policy" and c[1].startswith("Selective")]
+    assert len(tags) == 2 and all("('beta', 0.1), ('k', 0.4)" in t for t in tags)
+    assert {t.split("|")[6].split("/")[-1] for t in tags} == {"sft-medium-a", "model"}
+    assert set(claims) == {"SDPO"} and frame.reference_run.notna().sum() == 2
+
+
+def test_summary_means_and_t_intervals():
+    frame = pd.DataFrame({"method": ["A"] * 3 + ["B"], "win_rate": [0.4, 0.5, 0.6, 0.7], "reward": [1.0] * 4, "kl": [0.0] * 4})
+    table = tables.summary(frame).set_index("method")
+    assert table.loc["A", "win_rate"] == pytest.approx(0.5) and table.loc["A", "n_seeds"] == 3
+    assert table.loc["A", "win_rate_ci95"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)
+    assert pd.isna(table.loc["B", "win_rate_ci95"])
