@@ -97,7 +97,7 @@ def config_from(namespace: dict, notebook: dict[str, Any] | None = None, cls: ty
     missing = [name for name in notebook if name not in namespace]
     if missing:
         raise ConfigError(f"notebook parameter(s) {missing} are not defined in the parameters cell")
-    own = {name: check_type(name, namespace[name], hint) for name, hint in notebook.items()}
+    own = {"experiment": experiment, **{name: check_type(name, namespace[name], hint) for name, hint in notebook.items()}}
     return cls.from_dict(values, notebook=own)
 
 

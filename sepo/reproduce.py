@@ -37,7 +37,7 @@ NOTEBOOKS = (
 )
 
 
-def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT) -> float:
+def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT, overrides: dict | None = None) -> float:
     """Execute ``notebooks/<name>.ipynb`` with ``configs/<tier>/<name>.yaml``; return seconds taken.
 
     The executed copy is written to ``results/<name>/<name>.ipynb`` with the project's absolute path
@@ -48,7 +48,7 @@ def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT) -> floa
     config = root / "configs" / tier / f"{name}.yaml"
     parameters = yaml.safe_load(config.read_text()) if config.exists() else {}
     out_dir = results / name
-    parameters = {**(parameters or {}), "results_dir": _project_relative(out_dir, root)}
+    parameters = {**(parameters or {}), **(overrides or {}), "results_dir": _project_relative(out_dir, root)}
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     executed = out_dir / f"{name}.ipynb"
@@ -84,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tier", default="mini", help="configs/<tier>/ holds the notebooks' parameters")
     parser.add_argument("--results", default=str(ROOT / "results"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
+    parser.add_argument("-f", "--parameters", default=None,
+                        help="a YAML of parameters that override configs/<tier>/<notebook>.yaml (e.g. seeds: [0])")
     args = parser.parse_args(argv)
+    overrides = yaml.safe_load(Path(args.parameters).read_text()) if args.parameters else {}
+    if not isinstance(overrides, dict):
+        raise SystemExit(f"{args.parameters}: expected a mapping of parameters")
     results = Path(args.results)
     names = [n for n in NOTEBOOKS if not args.only or n in args.only]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -95,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     timing: dict[str, float] = {}
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
-        timing[name] = run_notebook(name, args.tier, results)
+        timing[name] = run_notebook(name, args.tier, results, overrides=overrides)
         print(f"[{i}/{len(names)}] {name} done in {timing[name]:.0f} s", flush=True)
     from sepo.claims import write_claims
 
     path = write_claims(results)
     seconds = time.perf_counter() - total
-    if not args.only:  # the wall time of the whole main command, read by benchmarks/run.py
+    if not args.only and not overrides:  # the wall time of the whole main command, read by benchmarks/run.py
         usage = usage_since(cache, usage_start)
         cold = usage["reused_older"] == 0 and usage["built"] > 0
         record = {"command": "make reproduce", "tier": args.tier, "seconds": seconds, "notebooks": timing,

@@ -50,11 +50,12 @@ def test_cached_run_runs_once_per_config(tmp_path):
 
 def test_config_from_reads_the_experiment_file_and_overrides():
     cfg = config_from({"experiment": "configs/mini/smoke.yaml", "seeds": [0, 1], "k": 0.3, "eval_prompts": 8})
-    assert cfg.seeds == (0, 1) and cfg.eval_prompts == 8 and cfg.notebook == {} and cfg.world == "smoke"
+    assert cfg.seeds == (0, 1) and cfg.eval_prompts == 8 and cfg.world == "smoke"
+    assert cfg.notebook == {"experiment": "configs/mini/smoke.yaml"}
     base = config_from({"experiment": "configs/mini/base.yaml"})
     assert base.world == "default" and base.seeds == (0, 1, 2) and base.method_settings["Selective-DPO"]
     cfg = config_from({"k": 0.3, "ks": [0.1, 0.5]}, notebook={"k": float, "ks": list[float]})
-    assert cfg.notebook == {"k": 0.3, "ks": [0.1, 0.5]} and "ks:" in cfg.to_yaml()
+    assert cfg.notebook == {"experiment": "configs/mini/smoke.yaml", "k": 0.3, "ks": [0.1, 0.5]} and "ks:" in cfg.to_yaml()
     with pytest.raises(ConfigError, match=r"\['gamma'\] are not defined"):
         config_from({}, notebook={"gamma": float})
     with pytest.raises(ConfigError, match="eval_prompts"):
