@@ -79,16 +79,24 @@ def main_table_claims(frame) -> dict[str, dict]:
 
 def oracle_fraction_claims(frame) -> dict[str, dict]:
     """C6 from an oracle-fraction table (``fraction``, ``seed``, ``chosen_precision`` and, when policies
-    were trained, ``policy_win_rate``): the largest fraction against the smallest."""
+    were trained, ``policy_win_rate``): per seed, the least-squares slope of each quantity on
+    log(fraction) over **all** fractions; the verdict reads the slopes' t-interval (positive: quality
+    grows with the oracle's data)."""
+    import math
+
     fractions = sorted(frame.fraction.unique())
-    lo, hi = fractions[0], fractions[-1]
-    low, high = frame[frame.fraction == lo].sort_values("seed"), frame[frame.fraction == hi].sort_values("seed")
-    effects = [stats.paired_effect(f"chosen precision vs gold: fraction {hi} - {lo}", high.chosen_precision.tolist(),
-                                   low.chosen_precision.tolist())]
+    columns = [("chosen_precision", "chosen precision vs gold")]
     if "policy_win_rate" in frame:
-        effects.append(stats.paired_effect(f"SePO policy win rate: oracle fraction {hi} - {lo}",
-                                           high.policy_win_rate.tolist(), low.policy_win_rate.tolist()))
-    return {"C6": claim("C6", effects, [stats.verdict(e) for e in effects])}
+        columns.append(("policy_win_rate", "SePO policy win rate"))
+    effects = []
+    for column, label in columns:
+        slopes = []
+        for _, group in frame.groupby("seed"):
+            group = group.sort_values("fraction")
+            slopes.append(stats.slope([math.log(f) for f in group.fraction], group[column].tolist()))
+        effects.append(stats.effect(f"{label}: slope per unit of log(oracle fraction), over fractions {fractions}", slopes))
+    return {"C6": claim("C6", effects, [stats.verdict(e) for e in effects],
+                        "a trend over every fraction, not the end points; positive slope: better with more data")}
 
 
 def token_reward_claims(frame) -> dict[str, dict]:
@@ -150,18 +158,31 @@ def ablation_claims(frame) -> dict[str, dict]:
 
 
 def weak_to_strong_claims(frame, oracle_sizes: list[str], policy_sizes: list[str]) -> dict[str, dict]:
-    """C4: the smallest oracle's SePO policy of the largest size against its own SFT model, and against
-    an oracle of the policy's size, from a table with ``method``, ``oracle_size``, ``policy_size``."""
+    """C4 at the largest policy: the smallest oracle's SePO policy against its own SFT model (the verdict),
+    against an oracle of the policy's own size, and against the policy's all-token baseline (DPO). When the
+    policy-size oracle's SePO arm fails too, the loss fails whatever the oracle, and C4 is "confounded"."""
     weak, strong = oracle_sizes[0], policy_sizes[-1]
     sepo = frame[frame.method == "SePO"]
     cell = sepo[(sepo.oracle_size == weak) & (sepo.policy_size == strong)].sort_values("seed")
-    effects = [stats.effect(f"win rate vs own SFT - 0.5: {weak} oracle -> {strong} policy", [w - 0.5 for w in cell.win_rate])]
+    main = stats.effect(f"win rate vs own SFT - 0.5: {weak} oracle -> {strong} policy", [w - 0.5 for w in cell.win_rate])
+    effects, verdict, notes = [main], stats.verdict(main), []
     same = sepo[(sepo.oracle_size == strong) & (sepo.policy_size == strong)].sort_values("seed")
     if len(same) and weak != strong:
         effects.append(stats.paired_effect(f"win rate: {weak} oracle - {strong} oracle, {strong} policy",
                                            cell.win_rate.tolist(), same.win_rate.tolist()))
-    return {"C4": claim("C4", effects, [stats.verdict(effects[0])],
-                        "the verdict reads the first effect; the second compares with an oracle of the policy's size")}
+        control = stats.effect(f"win rate vs own SFT - 0.5: {strong} oracle -> {strong} policy", [w - 0.5 for w in same.win_rate])
+        effects.append(control)
+        if stats.verdict(control) == stats.FAILS and verdict != stats.HOLDS:
+            verdict = stats.CONFOUNDED
+            notes.append(f"the {strong} oracle's SePO policy fails too: the loss fails whatever the oracle, so weak-to-strong "
+                         "cannot be read")
+    baseline = frame[(frame.method == "DPO") & (frame.policy_size == strong)].sort_values("seed")
+    if len(baseline) == len(cell):
+        effects.append(stats.paired_effect(f"win rate: SePO ({weak} oracle) - DPO, {strong} policy", cell.win_rate.tolist(),
+                                           baseline.win_rate.tolist()))
+    notes.append("the verdict reads the first effect; the others compare with an oracle of the policy's size and its DPO baseline")
+    record = claim("C4", effects, [verdict], "; ".join(notes))
+    return {"C4": record}
 
 
 def reward_at_kl(points, kl: float) -> float:
@@ -172,9 +193,23 @@ def reward_at_kl(points, kl: float) -> float:
     return float(np.interp(kl, ordered.kl.to_numpy(), ordered.reward.to_numpy()))
 
 
-def ood_claims(frame, curves) -> dict[str, dict]:
-    """C5 (SePO against each all-token method after training on out-of-distribution pairs) and R2
-    (gold reward at matched KL along each seed's frontiers: ``method``, ``seed``, ``kl``, ``reward``)."""
+def _trained(curve):
+    """The trained points of one frontier (step 0 is the SFT model; step -1 the final weights), in training order."""
+    curve = curve[curve.step != 0]
+    order = curve.step.where(curve.step >= 0, curve.step.max() + 1)
+    return curve.assign(order=order).sort_values("order")
+
+
+def ood_claims(frame, curves, baseline: str = "DPO") -> dict[str, dict]:
+    """C5 and R2 from out-of-distribution training: ``frame`` (``method``, ``seed``, ``win_rate``) and the
+    frontiers ``curves`` (``method``, ``seed``, ``step``, ``kl``, ``reward``).
+
+    C5's premise is checked first on the all-token ``baseline``: gold reward falls with more training
+    (per seed, reward at the last checkpoint minus at the middle one, below zero). Without it the verdict
+    is "premise not met". R2 compares gold reward at the largest KL inside the range both methods'
+    trained checkpoints measured (no interpolation towards the SFT point); a seed whose ranges do not
+    overlap is left out, and with none left R2 is "not measured".
+    """
     by = _by(frame)
     effects, verdicts = [], []
     for rival in [m for m in by if m != "SePO" and "SePO" in by]:
@@ -182,16 +217,38 @@ def ood_claims(frame, curves) -> dict[str, dict]:
                                 by[rival].win_rate.tolist())
         effects.append(e)
         verdicts.append(stats.verdict(e))
-    claims = {"C5": claim("C5", effects, verdicts)} if effects else {}
+    claims = {}
+    if effects:
+        verdict, note = stats.combine(verdicts), ""
+        if baseline in by:
+            drops = []
+            for seed in sorted(frame.seed.unique()):
+                trained = _trained(curves[(curves.method == baseline) & (curves.seed == seed)])
+                if len(trained) >= 2:
+                    drops.append(float(trained.reward.iloc[-1] - trained.reward.iloc[(len(trained) - 1) // 2]))
+            if drops:
+                premise = stats.effect(f"premise: {baseline} gold reward at its last checkpoint minus at its middle one", drops)
+                effects.insert(0, premise)
+                if stats.verdict(premise, direction=-1) != stats.HOLDS:
+                    verdict = stats.PREMISE_NOT_MET
+                    note = f"all-token training ({baseline}) is not seen to over-optimize: its gold reward does not fall with more training"
+        claims["C5"] = {**claim("C5", effects, [verdict], note)}
     if "SePO" in by and "DPO" in by:
-        matched = []
+        matched, skipped = [], []
         for seed in sorted(frame.seed.unique()):
-            a = curves[(curves.method == "SePO") & (curves.seed == seed)]
-            b = curves[(curves.method == "DPO") & (curves.seed == seed)]
-            kl = min(a.kl.max(), b.kl.max())
-            matched.append(reward_at_kl(a, kl) - reward_at_kl(b, kl))
-        e = stats.effect("gold reward at matched KL (largest KL both reach): SePO - DPO", matched)
-        claims["R2"] = claim("R2", [e], [stats.verdict(e)])
+            a = _trained(curves[(curves.method == "SePO") & (curves.seed == seed)])
+            b = _trained(curves[(curves.method == "DPO") & (curves.seed == seed)])
+            low, high = max(a.kl.min(), b.kl.min()), min(a.kl.max(), b.kl.max())
+            if len(a) == 0 or len(b) == 0 or not high >= low:
+                skipped.append(int(seed))
+                continue
+            matched.append(reward_at_kl(a, high) - reward_at_kl(b, high))
+        note = f"seeds {skipped}: the two methods' checkpoints share no KL range" if skipped else ""
+        if matched:
+            e = stats.effect("gold reward at the largest KL both methods' checkpoints measured: SePO - DPO", matched)
+            claims["R2"] = claim("R2", [e], [stats.verdict(e)], note)
+        else:
+            claims["R2"] = {"statement": STATEMENTS["R2"], "effects": [], "verdict": stats.NOT_MEASURED, "note": note}
     return claims
 
 
@@ -240,9 +297,12 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
     lines = [
         "# Claims and questions: what the mini world measured",
         "",
-        "Effects are per-seed differences (or levels against a stated threshold) with 95% Student-t confidence",
-        "intervals over seeds. Verdict: *holds* when the interval lies on the claimed side, *does not hold* when it",
-        "lies on the other side, *inconclusive* when it spans the threshold, *mixed* when parts of a claim disagree.",
+        "Effects are per-seed differences (or levels against a stated threshold, or per-seed slopes) with 95% Student-t",
+        "confidence intervals over seeds. Verdict: *holds* when the interval lies on the claimed side, *does not hold*",
+        "when it lies on the other side, *inconclusive* when it spans the threshold. A claim of several parts is *mixed*",
+        "when some parts hold and others do not, and does not hold when a part fails and none holds. *Premise not met*:",
+        "what the claim presupposes is not seen; *confounded*: a control arm fails too; *not measured*: the data",
+        "cannot answer (e.g. no KL range both methods reached). The rules are the functions of `sepo/claims.py`.",
         "Judge: the mini world's gold reward (VADER sentiment with penalties for degenerate text), not an LLM.",
         "",
         "| id | claim | verdict | source |",

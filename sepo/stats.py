@@ -3,8 +3,12 @@
 An *effect* is a difference measured once per seed (e.g. SePO's gold win rate minus DPO's, each
 from the same seed's world and data). Its 95% confidence interval is Student's t over seeds. The
 verdict reads the interval against zero (or a stated threshold): entirely on the claimed side,
-"holds"; entirely on the other side, "does not hold"; spanning it, "inconclusive". Several
-sub-effects of one claim that disagree give "mixed".
+"holds"; entirely on the other side, "does not hold"; spanning it, "inconclusive". A claim with
+several parts holds when every part holds, is "mixed" when some parts hold and others do not, does
+not hold when some part fails and none holds, and is otherwise inconclusive. Three more verdicts
+come from the claims' own rules (:mod:`sepo.claims`): "not measured" (the data cannot answer, e.g.
+no KL range that both methods reached), "premise not met" (what the claim presupposes is not seen)
+and "confounded" (a control arm fails too, so the comparison cannot be read).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 HOLDS, FAILS, INCONCLUSIVE, MIXED = "holds", "does not hold", "inconclusive", "mixed"
+NOT_MEASURED, PREMISE_NOT_MET, CONFOUNDED = "not measured", "premise not met", "confounded"
 
 
 @dataclasses.dataclass
@@ -75,11 +80,22 @@ def verdict(e: Effect, threshold: float = 0.0, direction: int = +1) -> str:
 
 
 def combine(verdicts: Sequence[str]) -> str:
-    """One verdict for a claim with several parts: all agree -> that verdict, else "mixed"."""
+    """One verdict for a claim with several parts: all agree -> that verdict; some hold and some fail ->
+    "mixed"; some fail and none holds -> "does not hold"; otherwise "inconclusive"."""
     unique = set(verdicts)
     if len(unique) == 1:
         return unique.pop()
-    return MIXED
+    if HOLDS in unique and FAILS in unique:
+        return MIXED
+    if FAILS in unique:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``y`` on ``x``."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return float(np.polyfit(x, y, 1)[0])
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

@@ -53,13 +53,20 @@ def test_main_table_verdicts():
     assert one_seed["C2"]["verdict"] == "inconclusive"  # one seed: no interval
 
 
-def test_oracle_fraction_verdict_reads_largest_against_smallest():
-    frame = pd.DataFrame([{"fraction": f, "seed": s, "chosen_precision": 0.2 + f / 2 + 0.01 * s, "policy_win_rate": 0.5 + f / 10 + 0.003 * s * s}
-                          for f in (0.05, 0.2, 1.0) for s in range(3)])
-    record = C.oracle_fraction_claims(frame)["C6"]
-    assert record["verdict"] == "holds" and record["effects"][0]["mean"] == pytest.approx(0.475)
-    flat = frame.assign(chosen_precision=0.3 + 0.01 * frame.seed)
-    assert C.oracle_fraction_claims(flat)["C6"]["verdict"] == "mixed"  # precision flat, policies better
+def test_oracle_fraction_verdict_reads_the_trend_over_every_fraction():
+    def table(precision, win):
+        return pd.DataFrame([{"fraction": f, "seed": s, "chosen_precision": precision(f, s), "policy_win_rate": win(f, s)}
+                             for f in (0.05, 0.2, 1.0) for s in range(3)])
+
+    rising = C.oracle_fraction_claims(table(lambda f, s: 0.2 + f / 2 + 0.01 * s, lambda f, s: 0.5 + f / 10 + 0.003 * s * s))
+    assert rising["C6"]["verdict"] == "holds" and rising["C6"]["effects"][0]["n"] == 3
+    # precision flat (only seed noise), policies better with more data: parts disagree only if one fails
+    flat = C.oracle_fraction_claims(table(lambda f, s: 0.3 + 0.01 * s + 0.001 * (s - 1) * f, lambda f, s: 0.5 + f / 10 + 0.003 * s))
+    assert flat["C6"]["verdict"] == "inconclusive"
+    # the end points alone (0.31 vs 0.30) would say "holds"; the trend over all three fractions falls
+    peak = {0.05: 0.30, 0.2: 0.60, 1.0: 0.31}
+    out = C.oracle_fraction_claims(table(lambda f, s: peak[f] + 0.01 * s, lambda f, s: peak[f] + 0.02 * s))
+    assert out["C6"]["verdict"] == "does not hold" and out["C6"]["effects"][0]["mean"] < 0
 
 
 def test_token_reward_verdicts():
@@ -96,26 +103,53 @@ def test_ablation_verdicts():
     assert C.ablation_claims(monotone)["C3"]["verdict"] == "mixed"  # rises, does not fall
 
 
-def test_weak_to_strong_verdict():
-    frame = pd.DataFrame(
+def w2s_frame(small_large, large_large, dpo_large=0.58):
+    return pd.DataFrame(
         [{"method": "SePO", "oracle_size": o, "policy_size": p, "seed": s, "win_rate": w + 0.01 * s}
-         for (o, p, w) in (("small", "large", 0.6), ("large", "large", 0.62), ("small", "small", 0.55)) for s in range(3)]
-        + [{"method": "DPO", "oracle_size": "-", "policy_size": "large", "seed": s, "win_rate": 0.58} for s in range(3)])
-    record = C.weak_to_strong_claims(frame, ["small", "large"], ["small", "large"])["C4"]
+         for (o, p, w) in (("small", "large", small_large), ("large", "large", large_large), ("small", "small", 0.55))
+         for s in range(3)]
+        + [{"method": "DPO", "oracle_size": "-", "policy_size": "large", "seed": s, "win_rate": dpo_large} for s in range(3)])
+
+
+def test_weak_to_strong_verdict():
+    record = C.weak_to_strong_claims(w2s_frame(0.6, 0.62), ["small", "large"], ["small", "large"])["C4"]
     assert record["verdict"] == "holds" and record["effects"][1]["mean"] == pytest.approx(-0.02)
+    assert record["effects"][3]["mean"] == pytest.approx(0.6 + 0.01 - 0.58)  # against the policy's DPO baseline
+    failed = C.weak_to_strong_claims(w2s_frame(0.3, 0.62), ["small", "large"], ["small", "large"])["C4"]
+    assert failed["verdict"] == "does not hold"
+    # the large oracle's arm fails too: the loss fails whatever the oracle
+    confounded = C.weak_to_strong_claims(w2s_frame(0.3, 0.2), ["small", "large"], ["small", "large"])["C4"]
+    assert confounded["verdict"] == "confounded" and "fails too" in confounded["note"]
+
+
+def frontier(points_by_method, seeds=range(3)):
+    return pd.DataFrame([{"method": m, "seed": s, "step": step, "kl": kl, "reward": r}
+                         for s in seeds for m, points in points_by_method.items() for step, kl, r in points])
 
 
 def test_ood_verdicts_and_matched_kl():
     frame = rows({"SePO": [0.6, 0.62, 0.61], "DPO": [0.5, 0.52, 0.49]})
-    curves = pd.DataFrame([{"method": m, "seed": s, "kl": kl, "reward": r}
-                           for s in range(3)
-                           for m, points in (("SePO", [(0, 0.0), (2, 1.0), (4, 1.5)]), ("DPO", [(0, 0.0), (3, 0.6), (6, 0.9)]))
-                           for kl, r in points])
+    # DPO rises then falls (over-optimizes): the premise holds; SePO is above it where both measured
+    curves = frontier({"SePO": [(0, 0.0, 0.0), (10, 2.0, 1.0), (20, 4.0, 1.5)],
+                       "DPO": [(0, 0.0, 0.0), (10, 3.0, 0.6), (20, 6.0, 0.9), (30, 9.0, 0.3)]})
+    curves.loc[(curves.method == "DPO") & (curves.step == 30), "reward"] += curves.seed * 0.01
     out = C.ood_claims(frame, curves)
-    assert out["C5"]["verdict"] == "holds"
-    # both reach KL 4 (SePO's largest): SePO 1.5 there, DPO 0.6 + (0.9 - 0.6) / 3 = 0.7
+    assert out["C5"]["verdict"] == "holds" and out["C5"]["effects"][0]["name"].startswith("premise")
+    # overlap of trained checkpoints: [3, 4]; at KL 4: SePO 1.5, DPO 0.6 + (0.9 - 0.6) / 3 = 0.7
     assert out["R2"]["effects"][0]["mean"] == pytest.approx(0.8) and out["R2"]["verdict"] == "holds"
     assert C.reward_at_kl(curves[(curves.method == "DPO") & (curves.seed == 0)], 4.5) == pytest.approx(0.75)
+
+
+def test_ood_premise_not_met_and_kl_not_measured():
+    frame = rows({"SePO": [0.6, 0.62, 0.61], "DPO": [0.5, 0.52, 0.49]})
+    # DPO's reward keeps rising: no over-optimization to rescue from
+    rising = frontier({"SePO": [(0, 0.0, 0.0), (10, 20.0, 1.0), (20, 40.0, 1.5)],
+                       "DPO": [(0, 0.0, 0.0), (10, 1.0, 0.6), (20, 2.0, 0.9), (-1, 3.0, 1.2)]})
+    rising.loc[rising.step == -1, "reward"] += rising.seed * 0.01
+    out = C.ood_claims(frame, rising)
+    assert out["C5"]["verdict"] == "premise not met"
+    # SePO's checkpoints start at KL 20, DPO's end at 3: interpolating from the SFT point is not a measurement
+    assert out["R2"]["verdict"] == "not measured" and out["R2"]["effects"] == [] and "[0, 1, 2]" in out["R2"]["note"]
 
 
 def test_selective_dpo_verdict():

@@ -21,6 +21,9 @@ def test_verdicts():
     assert verdict(effect("x", [-1.0, -1.1, -0.9]), direction=-1) == HOLDS
     assert verdict(effect("x", [1.0, 1.1, 0.9]), threshold=2.0) == FAILS
     assert combine([HOLDS, HOLDS]) == HOLDS and combine([HOLDS, FAILS]) == MIXED
+    assert combine([HOLDS, FAILS, INCONCLUSIVE]) == MIXED
+    assert combine([INCONCLUSIVE, FAILS]) == FAILS  # no part holds: not "mixed"
+    assert combine([HOLDS, INCONCLUSIVE]) == INCONCLUSIVE
 
 
 def test_paired_effect_and_spearman():
