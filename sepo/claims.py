@@ -73,7 +73,16 @@ def main_table_claims(frame) -> dict[str, dict]:
     if "SePO" in by and "SePO-random" in by:
         e = stats.paired_effect("win rate: SePO - SePO with random tokens", by["SePO"].win_rate.tolist(),
                                 by["SePO-random"].win_rate.tolist())
-        claims["C2-control"] = claim("C2-control", [e], [stats.verdict(e)])
+        effects, notes = [e], ["the verdict reads the first effect"]
+        arms = [("SePO-gold", "SePO-random", "gold-credit tokens - random tokens (what any oracle could add)"),
+                ("SePO-gold", "SePO", "gold-credit tokens - oracle tokens (what a better oracle could add)"),
+                ("SePO-noEOS", "SePO", "oracle tokens without EOS - oracle tokens (does EOS decide the outcome?)")]
+        for a, b, label in arms:
+            if a in by and b in by:
+                effects.append(stats.paired_effect(f"win rate: {label}", by[a].win_rate.tolist(), by[b].win_rate.tolist()))
+        if len(effects) > 1:
+            notes.append("the others are diagnostic arms")
+        claims["C2-control"] = claim("C2-control", effects, [stats.verdict(e)], "; ".join(notes))
     return claims
 
 

@@ -136,7 +136,7 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
         rows = dataset["row"] if "row" in dataset.column_names else None
         chosen, rejected = select_from_scores(
             dataset["chosen_scores"], dataset["rejected_scores"], config.selector,
-            seed=config.selection_seed, rows=rows, **config.selection_kwargs,
+            seed=config.selection_seed, rows=rows, **selector_inputs(config, dataset, tokenizer), **config.selection_kwargs,
         )
         for name, values, ids in (("chosen_selected", chosen, "chosen_ids"), ("rejected_selected", rejected, "rejected_ids")):
             for i, (mask, response) in enumerate(zip(values, dataset[ids])):
@@ -151,6 +151,22 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
     metrics["data/train_pairs"] = len(dataset)
     return dataset, metrics
+
+
+def selector_inputs(config: PolicyConfig, dataset: Dataset, tokenizer) -> dict[str, Any]:
+    """What the configured selector reads beyond the scores: token ids and the EOS id, or gold credit."""
+    needs, out = get_selector(config.selector).needs, {}
+    if "ids" in needs:
+        out.update(ids=(dataset["chosen_ids"], dataset["rejected_ids"]), eos_id=tokenizer.eos_token_id)
+    if "credit" in needs:
+        from sepo.world.judge import credit_to_tokens
+
+        columns = ("chosen_credit", "rejected_credit", "chosen_offsets", "rejected_offsets")
+        require_columns(dataset, columns, f"data_path = {config.data_path!r} (selector {config.selector!r} needs gold "
+                                          "per-token credit: a mini world's scored data)")
+        out["credit"] = tuple([credit_to_tokens(c, o) for c, o in zip(dataset[f"{side}_credit"], dataset[f"{side}_offsets"])]
+                              for side in ("chosen", "rejected"))
+    return out
 
 
 def check_token_ids_fit(dataset: Dataset, model, field: str) -> None:

@@ -15,7 +15,8 @@ that every pair still carries a signal; this is what ``min_tokens=1`` (the defau
 loss, see :func:`sepo.losses.masked_mean`).
 
 **Registry.** The offline selectors a policy can train on are registered in :data:`SELECTORS`
-(``topk``: SePO's per-response top/bottom k; ``threshold``; ``adaptive``; ``random``), each a function
+(``topk``: SePO's per-response top/bottom k; ``threshold``; ``adaptive``; the controls ``random``,
+``noEOS`` and ``gold``), each a function
 ``fn(pairs: ScoredPairs, **hyperparameters) -> (chosen_mask, rejected_mask)`` whose keyword defaults
 are its hyper-parameters, as losses are in :data:`sepo.losses.LOSSES`. One name per idea: ``k_w`` /
 ``k_l`` are the fractions of a chosen / rejected response's tokens kept, ``mass`` the fraction of a
@@ -215,6 +216,11 @@ class ScoredPairs:
     rejected_valid: torch.Tensor
     rows: list[int]
     seed: int = 0
+    chosen_ids: torch.Tensor | None = None  # (B, R) token ids, for selectors that need them ("ids")
+    rejected_ids: torch.Tensor | None = None
+    eos_id: int | None = None
+    chosen_credit: torch.Tensor | None = None  # (B, R) gold per-token credit, for selectors that need it ("credit")
+    rejected_credit: torch.Tensor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +230,7 @@ class SelectorSpec:
     name: str
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     doc: str
+    needs: tuple[str, ...] = ()  # "ids" (token ids and the EOS id), "credit" (gold per-token credit)
 
     @property
     def hyperparameters(self) -> dict[str, object]:
@@ -248,9 +255,12 @@ SELECTORS: dict[str, SelectorSpec] = {}
 FRACTIONS = ("k_w", "k_l", "mass")  # hyper-parameters that are fractions in (0, 1]
 
 
-def register_selector(name: str):
+def register_selector(name: str, needs: tuple[str, ...] = ()):
+    """Register a selector under ``name``; ``needs`` names what it reads beyond the scores: ``"ids"``
+    (token ids and the EOS id) or ``"credit"`` (a world's gold per-token credit)."""
+
     def wrap(fn):
-        SELECTORS[name] = SelectorSpec(name, fn, (fn.__doc__ or "").strip())
+        SELECTORS[name] = SelectorSpec(name, fn, (fn.__doc__ or "").strip(), tuple(needs))
         return fn
 
     return wrap
@@ -294,6 +304,35 @@ def random_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3, min_
                           [seed * 1_000_003 + 2 * r + 1 for r in rows]))
 
 
+@register_selector("noEOS", needs=("ids",))
+def no_eos_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3, min_tokens: int = 1):
+    """Diagnostic: ``topk`` among a response's tokens other than EOS (EOS is never selected, on either side)."""
+    chosen_valid = pairs.chosen_valid & (pairs.chosen_ids != pairs.eos_id)
+    rejected_valid = pairs.rejected_valid & (pairs.rejected_ids != pairs.eos_id)
+    return sepo_select(pairs.chosen_scores, chosen_valid, pairs.rejected_scores, rejected_valid, k_w, k_l, min_tokens)
+
+
+def _topk_random_ties(scores: torch.Tensor, valid: torch.Tensor, k: float, largest: bool, seeds: Sequence[int],
+                      min_tokens: int) -> torch.Tensor:
+    """:func:`topk_select` with ties broken at random (one seeded permutation of positions per row)."""
+    if scores.shape[0] == 0:
+        return torch.zeros_like(valid)
+    perm = torch.stack([torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    picked = topk_select(scores.gather(1, perm), valid.gather(1, perm), k, largest=largest, min_tokens=min_tokens)
+    return torch.zeros_like(picked).scatter_(1, perm, picked)
+
+
+@register_selector("gold", needs=("credit",))
+def gold_selector(pairs: ScoredPairs, k_w: float = 0.3, k_l: float = 0.3, min_tokens: int = 1):
+    """Diagnostic upper bound of any oracle: ``topk`` by the world's gold per-token credit instead of the
+    oracle's rewards (highest of the chosen, lowest of the rejected), ties broken at random with the run's seed."""
+    rows, seed = pairs.rows, pairs.seed
+    return (_topk_random_ties(pairs.chosen_credit, pairs.chosen_valid, k_w, True,
+                              [seed * 1_000_003 + 2 * r for r in rows], min_tokens),
+            _topk_random_ties(pairs.rejected_credit, pairs.rejected_valid, k_l, False,
+                              [seed * 1_000_003 + 2 * r + 1 for r in rows], min_tokens))
+
+
 def select_from_scores(
     chosen_scores: Sequence[Sequence[float]],
     rejected_scores: Sequence[Sequence[float]],
@@ -301,16 +340,25 @@ def select_from_scores(
     *,
     seed: int = 0,
     rows: Sequence[int] | None = None,
+    ids: tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]] | None = None,
+    eos_id: int | None = None,
+    credit: tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]] | None = None,
     **hyperparameters,
 ) -> tuple[list[list[bool]], list[list[bool]]]:
     """Offline selection over a whole scored dataset (ragged per-response score lists).
 
     ``selector`` names a registered selector (:data:`SELECTORS`: ``topk``, ``threshold``, ``adaptive``,
-    ``random``); ``hyperparameters`` are its own (e.g. ``k_w=0.3, k_l=0.3``). Returns per-response
-    masks aligned with the score lists.
+    ``random``, ``noEOS``, ``gold``); ``hyperparameters`` are its own (e.g. ``k_w=0.3, k_l=0.3``). A
+    selector that needs token ids gets ``ids`` (chosen, rejected) and ``eos_id``; one that needs gold
+    credit gets ``credit`` (chosen, rejected), aligned with the scores. Returns per-response masks
+    aligned with the score lists.
     """
     spec = get_selector(selector)
     spec.check(hyperparameters)
+    if "ids" in spec.needs and (ids is None or eos_id is None):
+        raise ConfigError(f"selector {selector!r} needs the responses' token ids and the EOS id")
+    if "credit" in spec.needs and credit is None:
+        raise ConfigError(f"selector {selector!r} needs gold per-token credit (a mini world's scored data)")
     rows = list(range(len(chosen_scores))) if rows is None else list(rows)
     cs, cv = pad_ragged(chosen_scores)
     rs, rv = pad_ragged(rejected_scores)
@@ -320,5 +368,14 @@ def select_from_scores(
         empty = (valid.sum(-1) == 0).nonzero()
         if len(empty):
             raise DataError(f"row {rows[int(empty[0])]}: {name} is empty")
-    cm, rm = spec.fn(ScoredPairs(cs, cv, rs, rv, rows, seed), **hyperparameters)
+    extra = {}
+    if ids is not None:
+        extra.update(chosen_ids=pad_ragged(ids[0], fill=-1)[0].long(), rejected_ids=pad_ragged(ids[1], fill=-1)[0].long(),
+                     eos_id=eos_id)
+    if credit is not None:
+        extra.update(chosen_credit=pad_ragged(credit[0])[0], rejected_credit=pad_ragged(credit[1])[0])
+    for name in ("chosen_ids", "rejected_ids", "chosen_credit", "rejected_credit"):
+        if name in extra and extra[name].shape != (cs if name.startswith("chosen") else rs).shape:
+            raise DataError(f"{name}: shape {tuple(extra[name].shape)} does not match the scores'")
+    cm, rm = spec.fn(ScoredPairs(cs, cv, rs, rv, rows, seed, **extra), **hyperparameters)
     return unpad(cm, cv), unpad(rm, rv)

@@ -73,7 +73,10 @@ def test_editing_code_no_stage_runs_retrains_nothing(package):
 def test_editing_the_gold_judge_rebuilds_the_world_and_reevaluates(package):
     before = keys(package)
     (package / "world" / "judge.py").write_text((package / "world" / "judge.py").read_text() + "\n# an edit\n")
-    assert changed(before, keys(package)) == {"world", "evaluate"}
+    # the world (its pairs are judged), the evaluations, and the policies (the gold selector reads the
+    # judge's credit); the oracle's key is unchanged, but it trains on the rebuilt world's files
+    assert changed(before, keys(package)) == {"world", "evaluate", "policy SePO", "policy SePO-random", "policy DPO",
+                                               "policy SimPO"}
 
 
 def test_closure_follows_imports_inside_functions():

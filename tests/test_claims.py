@@ -175,3 +175,12 @@ def test_claims_md_renders_strict_json_records_with_null_bounds(tmp_path):
     (tmp_path / "04_main_table" / "metrics.json").write_text(json.dumps({"claims": {"C2": _strict(record)}}, allow_nan=False))
     text = C.write_claims(tmp_path).read_text()
     assert "+0.800 [n/a, n/a] over n=1 seeds" in text
+
+
+def test_control_arms_are_reported_beside_the_c2_control_verdict():
+    frame = rows({"SePO": [0.3, 0.32, 0.31], "SePO-random": [0.4, 0.42, 0.41], "SePO-gold": [0.6, 0.63, 0.62],
+                  "SePO-noEOS": [0.5, 0.52, 0.5]})
+    record = C.main_table_claims(frame)["C2-control"]
+    assert record["verdict"] == "does not hold" and len(record["effects"]) == 4
+    assert record["effects"][1]["mean"] == pytest.approx((0.6 + 0.63 + 0.62) / 3 - 0.41)
+    assert "diagnostic arms" in record["note"]

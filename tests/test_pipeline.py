@@ -80,7 +80,7 @@ def test_a_parameter_of_the_wrong_type_is_refused_naming_it(namespace, notebook,
 def test_methods_come_from_the_registries():
     methods = registered_methods()
     assert {"DPO", "IPO", "SimPO", "RRHF", "ConfPO", "Selective-DPO", "SePO", "SePO-random", "SePO-adaptive",
-            "SePO-threshold"} == set(methods)
+            "SePO-threshold", "SePO-noEOS", "SePO-gold"} == set(methods)
     assert methods["SePO-random"].selector == "random" and methods["SePO"].needs_selection
     assert methods["DPO"].needs_reference and not methods["SimPO"].needs_reference
     # an experiment's settings change only what they name; defaults stay the registry's

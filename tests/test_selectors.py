@@ -119,7 +119,7 @@ def test_random_select_matches_sepo_counts_and_is_seeded():
 
 
 def test_selector_registry_checks_hyperparameters_and_names_the_selector():
-    assert set(S.SELECTORS) == {"topk", "threshold", "adaptive", "random"}
+    assert set(S.SELECTORS) == {"topk", "threshold", "adaptive", "random", "noEOS", "gold"}
     assert S.get_selector("adaptive").hyperparameters == {"mass": 0.5}
     with pytest.raises(ConfigError, match=r"selector 'topk' takes \['k_l', 'k_w', 'min_tokens'\], not \['p'\]"):
         S.select_from_scores([[1.0]], [[1.0]], "topk", p=0.5)
@@ -177,3 +177,32 @@ def test_empty_response_and_unknown_method_are_named():
         S.select_from_scores([[1.0], []], [[1.0], [1.0]], rows=[2, 3])
     with pytest.raises(ConfigError, match="unknown selector 'best'"):
         S.select_from_scores([[1.0]], [[1.0]], "best")
+
+
+def test_no_eos_never_selects_eos_and_counts_the_other_tokens():
+    eos = 2
+    ids = [[5, 6, 7, 8, eos], [9, eos]]
+    chosen = [[0.1, 0.2, 0.3, 0.4, 9.0], [0.5, 9.0]]    # EOS has the highest reward of the chosen
+    rejected = [[0.1, 0.2, 0.3, 0.4, -9.0], [0.5, -9.0]]  # and the lowest of the rejected
+    cm, rm = S.select_from_scores(chosen, rejected, "noEOS", ids=(ids, ids), eos_id=eos, k_w=0.5, k_l=0.5)
+    assert cm == [[False, False, True, True, False], [True, False]]  # floor(0.5 * 4) = 2 of the non-EOS tokens
+    assert rm == [[True, True, False, False, False], [True, False]]
+    with_eos, _ = S.select_from_scores(chosen, rejected, "topk", k_w=0.5, k_l=0.5)
+    assert with_eos[0][4] and with_eos[1] == [False, True]
+    with pytest.raises(ConfigError, match="needs the responses' token ids"):
+        S.select_from_scores(chosen, rejected, "noEOS")
+
+
+def test_gold_selects_by_credit_with_seeded_random_ties():
+    scores = [[9.0, 0.0, 0.0, 0.0, 0.0, 0.0]] * 2  # the oracle's choice is ignored
+    credit = [[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]] * 2  # one credited token, five tied at 0
+    cm, rm = S.select_from_scores(scores, scores, "gold", credit=(credit, credit), k_w=0.34, k_l=0.34, seed=0)
+    assert all(m[2] for m in cm) and all(sum(m) == 2 for m in cm)  # the credited token, plus one of the ties
+    assert all(not m[2] and sum(m) == 2 for m in rm)  # rejected: the lowest credit, all ties
+    draws = {tuple(S.select_from_scores(scores, scores, "gold", credit=(credit, credit), k_w=0.34, k_l=0.34, seed=s)[0][0])
+             for s in range(8)}
+    assert len(draws) > 1  # ties broken at random, by the seed
+    again = S.select_from_scores(scores, scores, "gold", credit=(credit, credit), k_w=0.34, k_l=0.34, seed=3)
+    assert again == S.select_from_scores(scores, scores, "gold", credit=(credit, credit), k_w=0.34, k_l=0.34, seed=3)
+    with pytest.raises(ConfigError, match="needs gold per-token credit"):
+        S.select_from_scores(scores, scores, "gold")
