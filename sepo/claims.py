@@ -282,6 +282,18 @@ def cross_tokenizer_claims(frame) -> dict[str, dict]:
                         "the verdict reads the first effect; the second shows what is lost against a same-tokenizer oracle")}
 
 
+def describe(records: dict[str, dict]) -> str:
+    """One line per claim and per effect, from the records themselves (what a notebook prints beside its table)."""
+    lines = []
+    for cid, record in records.items():
+        lines.append(f"{cid}: {record['verdict']} -- {record['statement']}")
+        for e in record["effects"]:
+            lines.append(f"    {e['name']}: {_fmt(e['mean'])} [{_fmt(e['low'])}, {_fmt(e['high'])}], n={e['n']}")
+        if record.get("note"):
+            lines.append(f"    note: {record['note']}")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------
 # results/claims.md
 # --------------------------------------------------------------------------------------------
