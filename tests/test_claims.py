@@ -184,3 +184,15 @@ def test_control_arms_are_reported_beside_the_c2_control_verdict():
     assert record["verdict"] == "does not hold" and len(record["effects"]) == 4
     assert record["effects"][1]["mean"] == pytest.approx((0.6 + 0.63 + 0.62) / 3 - 0.41)
     assert "diagnostic arms" in record["note"]
+
+
+def test_world_card_targets_and_table():
+    from sepo.world.card import CARD, _met, card_markdown
+
+    assert _met(0.8, (">=", 0.85)) is False and _met(0.9, (">=", 0.85)) is True
+    assert _met(0.01, ("<=", 0.02)) is True and _met(float("nan"), ("<=", 0.02)) is None and _met(0.5, None) is None
+    card = {key: {"value": 0.5, "target": None, "met": None, "paper_scale": "x", "measures": "y"} for key in CARD}
+    card["label_agreement"].update(value=0.9, target=">= 0.85", met=True)
+    card["oracle_heldout_accuracy"].update(value=0.6, target=">= 0.72", met=False)
+    text = card_markdown(card)
+    assert "| `label_agreement` | 0.900 | >= 0.85 | yes |" in text and "| `oracle_heldout_accuracy` | 0.600 | >= 0.72 | **no** |" in text
