@@ -48,6 +48,7 @@ STAGE_MODULES = {
     "reference_outputs": ("sepo.evaluate",),
     "frontier": ("sepo.evaluate", "sepo.world.judge"),
     "carried": ("sepo.transfer", "sepo.data"),
+    "diagnostics": ("sepo.diagnostics",),
 }
 
 

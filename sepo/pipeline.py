@@ -281,6 +281,35 @@ class Pipeline:
         write_text(out, frame.to_csv(index=False))
         return frame
 
+    def diagnose(self, model_dir: str | Path, size: str | None = None, world: str = "id") -> dict[str, float]:
+        """Held-out likelihoods of a model (:mod:`sepo.diagnostics`) and their change from the SFT model of
+        ``size``: ``chosen_logp``, ``rejected_logp``, ``eos_logp`` and ``d_<each>`` (model minus SFT)."""
+        sft = self._heldout(self.sft_path(size or self.config.policy_size), world)
+        own = self._heldout(str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir), world)
+        return {**{k: own[k] for k in ("chosen_logp", "rejected_logp", "eos_logp")},
+                **{f"d_{k}": own[k] - sft[k] for k in ("chosen_logp", "rejected_logp", "eos_logp")}}
+
+    def _heldout(self, model_path: str, world: str) -> dict[str, float]:
+        import hashlib
+
+        from datasets import load_from_disk
+
+        from sepo.cache import cache_key
+        from sepo.diagnostics import heldout_logps
+        from sepo.trainer import load_causal_lm, load_tokenizer
+        from sepo.utils import write_json
+
+        c = self.config
+        what = json.dumps([str(Path(model_path).resolve()), world, c.max_length, c.max_prompt_length])
+        path = self.derived / "heldout" / f"{cache_key(hashlib.sha256(what.encode()).hexdigest(), code_fingerprint('diagnostics'))}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        pairs = load_from_disk(self.data_path(world))["eval"]
+        result = heldout_logps(load_causal_lm(model_path, "model"), load_tokenizer(model_path, "model"), pairs,
+                               max_length=c.max_length, max_prompt_length=c.max_prompt_length)
+        write_json(path, result)
+        return result
+
     def carried_scores(self, oracle_dir: str | Path, tokenizer) -> Path:
         """An oracle run's token scores carried to ``tokenizer``'s tokens by character offsets (cached
         beside the run); a directory that :func:`sepo.oracle.load_scored` and the policy stage read."""

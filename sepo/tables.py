@@ -2,7 +2,9 @@
 
 Each table function runs (or reads from the cache) what its table needs, returns a ``pandas.DataFrame``
 with one row per run and seed, and the claim records that :mod:`sepo.claims`' verdict rules derive
-from it. Every row names the runs it comes from (``run``: the policy's run directory relative to the
+from it. Policy rows also carry diagnostics of the policy on held-out pairs (:mod:`sepo.diagnostics`: mean
+log-prob of chosen and rejected responses, log-prob of EOS where they end, and each one's change from
+the SFT model). Every row names the runs it comes from (``run``: the policy's run directory relative to the
 project, whose last part is the run's cache key ``run_key``; ``eval_run``: its evaluation's;
 ``oracle_run``: the oracle whose scores it used), so a number in a table can be traced to the
 ``config.yaml`` and ``metrics.json`` that made it.
@@ -34,7 +36,8 @@ def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=
     reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs)."""
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
                                          world=world, reference_path=reference_path)
-    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world)}
+    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world),
+           **pipe.diagnose(run_dir, size=size)}
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
     row.update(_run(run_dir))
     if recipe.needs_selection and oracle_dir is not None:
@@ -119,7 +122,7 @@ def main_table(pipe: Pipeline, methods: list[str]):
     rows = []
     for seed in pipe.config.seeds:
         oracle_dir, _ = pipe.oracle(seed)
-        sft = pipe.evaluate(sft_path, seed)
+        sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
         rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
         for recipe in recipes:
             rows.append(train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir))
@@ -176,7 +179,7 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
         for name, recipe in recipes.items():
             run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
                                      save_steps=save_steps, epochs=frontier_epochs)
-            rows.append({"method": name, "seed": seed, **pipe.evaluate(run_dir, seed), **_run(run_dir)})
+            rows.append({"method": name, "seed": seed, **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir), **_run(run_dir)})
             curve = pipe.frontier(run_dir, name, seed)
             curve["run"] = relative(run_dir)
             frontiers.append(curve)

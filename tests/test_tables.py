@@ -45,6 +45,10 @@ class FakePipeline:
         value = zlib.crc32(str(model_dir).encode()) % 1000 / 1000
         return {"win_rate": value, "reward": value, "kl": 1.0 + value, "eval_run": f"cache-fake/evaluate/{Path(model_dir).name}"}
 
+    def diagnose(self, model_dir, size=None, world="id"):
+        return {"chosen_logp": -1.0, "rejected_logp": -2.0, "eos_logp": -0.5,
+                "d_chosen_logp": 0.0 if "sft" in str(model_dir) else -0.25, "d_rejected_logp": -0.5, "d_eos_logp": 0.1}
+
     def mixed_data_path(self, a, b):
         return str(self.cache / "derived" / f"mixed_{a}_{b}")
 
@@ -62,6 +66,7 @@ def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
     assert all(run.startswith("cache-fake/policy/") and run.endswith(key) for run, key in zip(sepo.run, sepo.run_key))
     assert all(o.startswith("cache-fake/oracle/oracle-small") for o in sepo.oracle_run)
     assert frame[frame.method == "DPO"].oracle_run.isna().all()  # DPO reads no oracle
+    assert (frame[frame.method == "SFT"].d_chosen_logp == 0).all() and (frame[frame.method == "SePO"].d_chosen_logp == -0.25).all()
     # methods that select tokens got the seed's oracle; the others the world's pairs
     for kind, tag, data in [c for c in pipe.calls if c[0] == "policy"]:
         assert (data is not None) == ("|sepo|" in tag)
