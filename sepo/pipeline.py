@@ -68,7 +68,11 @@ class ExperimentConfig(StageConfig):
     warmup_ratio: float = help_field(0.1, help="share of policy training steps with a rising learning rate")
     logging_steps: int = help_field(10, help="steps between logged training metrics (oracle and policy)")
     score_batch_size: int = help_field(32, help="pairs per batch when the oracle scores tokens")
-    eval_prompts: int = help_field(128, help="held-out prompts evaluated per policy")
+    eval_prompts: int = help_field(128, help="held-out test prompts evaluated per policy")
+    validation_prompts: int = help_field(64, help="held-out validation prompts (after the test prompts) that choose a "
+                                                  "method's learning rate when the table searches one")
+    policy_lr_grid: tuple[float, ...] = help_field((), help="learning rates searched per method in the main table, chosen by "
+                                                            "gold win rate on the validation prompts (empty: policy_lr)")
     eval_samples: int = help_field(2, help="samples per prompt")
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
@@ -84,6 +88,8 @@ class ExperimentConfig(StageConfig):
                      "logging_steps", "score_batch_size", "eval_batch_size"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
+        self._require(self.validation_prompts >= 1, "validation_prompts", "must be >= 1")
+        self._require(all(lr > 0 for lr in self.policy_lr_grid), "policy_lr_grid", "learning rates must be > 0")
         for name, settings in self.method_settings.items():
             method(name, settings)  # raises a ConfigError naming the method
 
@@ -139,12 +145,26 @@ class Pipeline:
     def data_path(self, world: str = "id") -> str:
         return str(self.world.preferences_path(world))
 
-    def prompts_path(self, world: str = "id") -> str:
-        """The world's held-out evaluation prompts as a JSONL prompt set (written once)."""
+    def eval_prompts(self, world: str = "id", split: str = "test") -> list[str]:
+        """Held-out prompts: the first ``eval_prompts`` are the test prompts, the next ``validation_prompts``
+        the validation prompts (never both)."""
+        prompts, c = self.world.eval_prompts(world), self.config
+        if split == "test":
+            return prompts[: c.eval_prompts]
+        if split == "validation":
+            if len(prompts) < c.eval_prompts + c.validation_prompts:
+                raise ConfigError(f"the world holds {len(prompts)} {world} evaluation prompts: fewer than eval_prompts + "
+                                  f"validation_prompts = {c.eval_prompts + c.validation_prompts}")
+            return prompts[c.eval_prompts: c.eval_prompts + c.validation_prompts]
+        raise ConfigError(f"prompt split {split!r}: 'test' or 'validation'")
+
+    def prompts_path(self, world: str = "id", split: str = "test") -> str:
+        """The world's held-out prompts of ``split`` as a JSONL prompt set (written once)."""
         from sepo.utils import write_text
 
-        prompts = self.world.eval_prompts(world)[: self.config.eval_prompts]
-        path = self.derived / f"eval_prompts_{world}_{len(prompts)}.jsonl"
+        prompts = self.eval_prompts(world, split)
+        name = f"eval_prompts_{world}_{len(prompts)}" if split == "test" else f"{split}_prompts_{world}_{self.config.eval_prompts}_{len(prompts)}"
+        path = self.derived / f"{name}.jsonl"
         if not path.exists():
             rows = [{"index": i, "instruction": p, "dataset": f"mini-{world}"} for i, p in enumerate(prompts)]
             write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -189,7 +209,7 @@ class Pipeline:
 
     def policy(self, recipe: Method, seed: int, *, size: str | None = None, data: str | None = None,
                world: str = "id", save_steps: int = 0, reference_path: str | None = None,
-               epochs: float | None = None) -> tuple[Path, dict]:
+               epochs: float | None = None, lr: float | None = None) -> tuple[Path, dict]:
         """Train a policy from the SFT model of ``size`` with ``recipe``.
 
         ``data``: for a method that trains on token selections, an oracle run's directory (its scores);
@@ -212,7 +232,7 @@ class Pipeline:
             reference_path=reference_path or "", data_path=str(data),
             split="" if recipe.needs_selection or Path(data, "scored").is_dir() else "train",
             selection_seed=seed,
-            num_train_epochs=c.policy_epochs if epochs is None else epochs, learning_rate=c.policy_lr,
+            num_train_epochs=c.policy_epochs if epochs is None else epochs, learning_rate=c.policy_lr if lr is None else lr,
             per_device_batch_size=c.batch_size, max_pairs=c.max_pairs, seed=seed,
             logging_steps=save_steps or c.logging_steps, save_steps=save_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, warmup_ratio=c.warmup_ratio,
@@ -222,16 +242,16 @@ class Pipeline:
         return cached_run("policy", PolicyConfig, values, run_policy, self.cache)
 
     def evaluate(self, model_dir: str | Path, seed: int, *, size: str | None = None, world: str = "id",
-                 reference_dir: str | None = None) -> dict:
-        """Gold reward, gold win rate against the SFT model of ``size`` and KL to it, on held-out prompts;
-        ``eval_run`` names the evaluation's run directory (relative to the project)."""
+                 reference_dir: str | None = None, split: str = "test") -> dict:
+        """Gold reward, gold win rate against the SFT model of ``size`` and KL to it, on the held-out prompts
+        of ``split``; ``eval_run`` names the evaluation's run directory (relative to the project)."""
         from sepo.evaluate import EvalConfig, run_evaluate
 
         c = self.config
         values = dict(
             model_dir=str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir),
             reference_dir=reference_dir or self.sft_path(size or c.policy_size),
-            prompt_set=self.prompts_path(world), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
+            prompt_set=self.prompts_path(world, split), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
             seed=seed, batch_size=c.eval_batch_size, judge="gold", generator="policy", reference_generator="sft",
         )
         values["reference_outputs"] = self.reference_outputs(EvalConfig.from_dict(values, out_dir="-"))
@@ -273,7 +293,7 @@ class Pipeline:
         final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
         if not checkpoints or points[-1][1] != final_step:  # a checkpoint at the last step already holds the final weights
             points.append((label, -1, str(Path(run_dir) / "model")))
-        prompts = self.world.eval_prompts(world)[: c.eval_prompts]
+        prompts = self.eval_prompts(world)
         frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
                                    self.world.judge, num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed,
                                    batch_size=c.eval_batch_size)

@@ -31,12 +31,13 @@ def _run(run_dir: str | Path) -> dict[str, str]:
 
 
 def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=None, size: str | None = None,
-                       world: str = "id", data: str | None = None, reference_path: str | None = None) -> dict:
-    """One policy run and its evaluation, as a table row. A method that trains on token selections
-    reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs)."""
+                       world: str = "id", data: str | None = None, reference_path: str | None = None,
+                       lr: float | None = None, split: str = "test") -> dict:
+    """One policy run and its evaluation on the ``split`` prompts, as a table row. A method that trains on
+    token selections reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs)."""
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
-                                         world=world, reference_path=reference_path)
-    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world),
+                                         world=world, reference_path=reference_path, lr=lr)
+    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world, split=split),
            **pipe.diagnose(run_dir, size=size)}
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
     row.update(_run(run_dir))
@@ -114,20 +115,40 @@ def token_reward_report(pipe: Pipeline, k: float = 0.3):
 # --------------------------------------------------------------------------------------------
 # Policies (notebooks 04-10)
 # --------------------------------------------------------------------------------------------
+def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
+    """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
+    prompts (never the test prompts); the chosen rate is the one with the highest gold win rate. Returns the
+    search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the grid is empty)."""
+    grid = pipe.config.policy_lr_grid
+    if not grid:
+        return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
+    rows = [{"lr": lr, **train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation")}
+            for recipe in recipes for lr in grid]
+    frame = _frame(rows)
+    chosen = {name: float(group.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0])
+              for name, group in frame.groupby("method", sort=False)}
+    frame["chosen"] = [chosen[m] == lr for m, lr in zip(frame.method, frame.lr)]
+    return frame, chosen
+
+
 def main_table(pipe: Pipeline, methods: list[str]):
     """Every method from the same SFT model, per seed (C2, R5). Methods that train on token selections
-    use the seed's oracle."""
+    use the seed's oracle. With a ``policy_lr_grid`` each method first gets the same learning-rate search
+    (on the first seed, judged on the validation prompts) and every seed then trains at its chosen rate.
+    Returns the table, the claims, and the search (empty without a grid)."""
     recipes = [pipe.method(name) for name in methods]  # an unknown method fails before any training
     sft_path = pipe.sft_path(pipe.config.policy_size)
+    search, chosen = learning_rate_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
     rows = []
     for seed in pipe.config.seeds:
         oracle_dir, _ = pipe.oracle(seed)
         sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
         rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
         for recipe in recipes:
-            rows.append(train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir))
+            rows.append({**train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name]),
+                         "lr": chosen[recipe.name]})
     frame = _frame(rows)
-    return frame, claim_rules.main_table_claims(frame)
+    return frame, claim_rules.main_table_claims(frame), search
 
 
 def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[float], oracle_betas: list[float],

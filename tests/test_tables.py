@@ -33,16 +33,17 @@ class FakePipeline:
         self.calls.append(("oracle", path.name))
         return path, {}
 
-    def policy(self, recipe, seed, size=None, data=None, world="id", save_steps=0, reference_path=None, epochs=None):
+    def policy(self, recipe, seed, size=None, data=None, world="id", save_steps=0, reference_path=None, epochs=None, lr=None):
         tag = f"{recipe.name}|{recipe.loss}|{sorted(recipe.loss_kwargs.items())}|{recipe.selector}|" \
-              f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}"
+              f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}" + (f"|lr={lr}" if lr is not None else "")
         self.calls.append(("policy", tag, data))
         if recipe.needs_selection and data is None:
             raise ConfigError("needs an oracle run")
         return self.cache / "policy" / f"{zlib.crc32(tag.encode()):08x}", {"train/loss": 0.5}
 
-    def evaluate(self, model_dir, seed, size=None, world="id", reference_dir=None):
-        value = zlib.crc32(str(model_dir).encode()) % 1000 / 1000
+    def evaluate(self, model_dir, seed, size=None, world="id", reference_dir=None, split="test"):
+        self.calls.append(("evaluate", Path(model_dir).name, split))
+        value = zlib.crc32(f"{model_dir}{split}".encode()) % 1000 / 1000
         return {"win_rate": value, "reward": value, "kl": 1.0 + value, "eval_run": f"cache-fake/evaluate/{Path(model_dir).name}"}
 
     def diagnose(self, model_dir, size=None, world="id"):
@@ -59,7 +60,8 @@ class FakePipeline:
 
 def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
     pipe = FakePipeline()
-    frame, claims = tables.main_table(pipe, ["DPO", "SePO", "SePO-random"])
+    frame, claims, search = tables.main_table(pipe, ["DPO", "SePO", "SePO-random"])
+    assert len(search) == 0 and (frame[frame.method != "SFT"].lr == pipe.config.policy_lr).all()
     assert len(frame) == 3 * 4 and set(frame.method) == {"SFT", "DPO", "SePO", "SePO-random"}
     assert set(claims) == {"C2", "R5", "C2-control"}
     sepo = frame[frame.method == "SePO"]
@@ -69,9 +71,26 @@ def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
     assert (frame[frame.method == "SFT"].d_chosen_logp == 0).all() and (frame[frame.method == "SePO"].d_chosen_logp == -0.25).all()
     # methods that select tokens got the seed's oracle; the others the world's pairs
     for kind, tag, data in [c for c in pipe.calls if c[0] == "policy"]:
+        assert tag.endswith(f"|lr={pipe.config.policy_lr}")
         assert (data is not None) == ("|sepo|" in tag)
     with pytest.raises(ConfigError, match="unknown method 'Bogus'"):
         tables.main_table(FakePipeline(), ["DPO", "Bogus"])
+
+
+def test_every_method_gets_the_same_learning_rate_search_on_validation_prompts():
+    pipe = FakePipeline(seeds=(0, 1, 2), policy_lr_grid=(3e-5, 1e-4, 3e-4))
+    frame, claims, search = tables.main_table(pipe, ["DPO", "SePO"])
+    assert len(search) == 2 * 3 and set(search.lr) == {3e-5, 1e-4, 3e-4}
+    assert search.groupby("method").chosen.sum().tolist() == [1, 1]
+    for method, group in search.groupby("method"):
+        best = group.sort_values("win_rate", ascending=False).lr.iloc[0]
+        assert (frame[frame.method == method].lr == best).all()  # every seed trains at the chosen rate
+    evaluated = [(run, split) for kind, run, split in (c for c in pipe.calls if c[0] == "evaluate")]
+    # the search is judged on validation prompts only, the table on test prompts only
+    assert sum(split == "validation" for _, split in evaluated) == len(search)
+    assert all((key, "validation") in evaluated for key in search.run_key)
+    assert all((key, "test") in evaluated for key in frame[frame.method != "SFT"].run_key)
+    assert (search.method.value_counts() == 3).all()
 
 
 def test_ablations_change_one_setting_per_variant():
