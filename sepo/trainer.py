@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -423,6 +422,5 @@ def save_final_model(trainer: Trainer, config: TrainingStageConfig, tokenizer) -
 
 def write_records(config: TrainingStageConfig, metrics: dict[str, Any], timing: dict[str, Any]) -> None:
     """``timing.json`` (wall clock), then ``config.yaml`` and ``metrics.json`` (deterministic), written last."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    write_json(config.run_dir / "timing.json", {k: v for k, v in timing.items()})
-    write_run_record(config.run_dir, config, clean)
+    write_json(config.run_dir / "timing.json", timing)
+    write_run_record(config.run_dir, config, metrics)  # strict JSON: a NaN metric is written as null
