@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from datasets import Dataset, load_from_disk
 
-from sepo.data import build_sequences, check_same_tokenizer
+from sepo.data import build_sequences, check_same_tokenizer, row_places
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import token_logps
 from sepo.utils import progress, staged_dir, write_json
@@ -74,7 +74,7 @@ def token_rewards(
     for model in (oracle, reference):
         model.eval()
     n = len(dataset)
-    rows = dataset["row"] if "row" in dataset.column_names else list(range(n))
+    places = row_places(dataset)  # each row's line / row and prompt_id in the user's data, for errors
     prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
     lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
     out = {"chosen_scores": [None] * n, "rejected_scores": [None] * n}
@@ -93,7 +93,7 @@ def token_rewards(
                 values = rewards[k][positions[k]]
                 if not torch.isfinite(values).all():
                     t = int((~torch.isfinite(values)).nonzero()[0])
-                    raise DataError(f"row {rows[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
+                    raise DataError(f"{places[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
                 out[side][i] = values.tolist()
     return out
 
