@@ -108,6 +108,14 @@ def scores_cache_key(oracle, reference, dataset: Dataset, beta: float) -> dict[s
     }
 
 
+def _with_columns(dataset: Dataset, columns: dict[str, list]) -> Dataset:
+    for name, values in columns.items():
+        if name in dataset.column_names:
+            dataset = dataset.remove_columns(name)
+        dataset = dataset.add_column(name, values)
+    return dataset
+
+
 def score_dataset(
     dataset: Dataset,
     oracle,
@@ -137,14 +145,11 @@ def score_dataset(
     if cache_dir is not None:
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         target = Path(cache_dir) / name
-        if (target / "scores.json").exists():
-            return load_from_disk(str(target / "dataset"))
+        if (target / "scores.json").exists():  # the scores only: rows keep their own place (row, line, prompt_id)
+            cached = load_from_disk(str(target / "dataset"))
+            return _with_columns(dataset, {column: cached[column] for column in SCORE_COLUMNS})
     scores = token_rewards(oracle, reference, dataset, beta=beta, batch_size=batch_size, pad_id=pad_id)
-    scored = dataset
-    for column in SCORE_COLUMNS:
-        if column in scored.column_names:
-            scored = scored.remove_columns(column)
-        scored = scored.add_column(column, scores[column])
+    scored = _with_columns(dataset, scores)
     if target is not None:
         with staged_dir(target) as tmp:
             scored.save_to_disk(str(tmp / "dataset"))
