@@ -32,6 +32,51 @@ from sepo.logprobs import response_positions
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 RESPONSES = ("chosen", "rejected")
 
+# Where a row came from, carried through splits, filters, tokenisation and scoring so that an error
+# raised at any stage names the row in the user's data (added by sepo.trainer.load_preferences):
+ROW = "row"  # the row's index (0-based) in the data as loaded: the file, or the split of a dataset
+LINE = "line"  # its line (1-based) when the data is a JSON-lines file
+PROMPT_ID = "prompt_id"  # named in errors when the data has it
+
+
+# --------------------------------------------------------------------------------------------
+# Where a row came from
+# --------------------------------------------------------------------------------------------
+def where(row: dict, index: int, source: str = "") -> str:
+    """The row's place in the user's data, for an error message: ``data.jsonl line 2 (prompt_id 'p1')``.
+
+    ``line`` of a JSON-lines file, else ``row`` (its index in the data as loaded), else ``index``
+    (its position in the dataset at hand); ``source`` names the file or dataset.
+    """
+    if row.get(LINE) is not None:
+        place = f"line {row[LINE]}"
+    else:
+        place = f"row {row[ROW] if row.get(ROW) is not None else index}"
+    if row.get(PROMPT_ID) is not None:
+        place += f" (prompt_id {row[PROMPT_ID]!r})"
+    return f"{source} {place}" if source else place
+
+
+def row_places(dataset: Dataset, source: str = "") -> list[str]:
+    """:func:`where` for every row of ``dataset`` (read column by column, without the text)."""
+    columns = {name: dataset[name] for name in (ROW, LINE, PROMPT_ID) if name in dataset.column_names}
+    return [where({name: values[i] for name, values in columns.items()}, i, source) for i in range(len(dataset))]
+
+
+def with_source_rows(dataset: Dataset, lines: Sequence[int] | None = None) -> Dataset:
+    """``dataset`` with its ``row`` index (and, for a JSON-lines file, ``line``) as columns.
+
+    Columns already there are kept: data saved by a stage (an oracle's scored pairs) still names the
+    rows of the data it was made from.
+    """
+    if ROW not in dataset.column_names:
+        dataset = dataset.add_column(ROW, list(range(len(dataset))))
+    if lines is not None and LINE not in dataset.column_names:
+        if len(lines) != len(dataset):
+            raise DataError(f"{len(lines)} JSON lines but {len(dataset)} rows were loaded")
+        dataset = dataset.add_column(LINE, list(lines))
+    return dataset
+
 
 # --------------------------------------------------------------------------------------------
 # Text of a row
@@ -54,31 +99,31 @@ def response_text(response: str | list[dict]) -> str:
     return response[-1]["content"]
 
 
-def validate_row(row: dict, index: int) -> None:
-    """Raise :class:`DataError` naming row ``index`` and the field if the row is malformed."""
+def validate_row(row: dict, index: int, source: str = "") -> None:
+    """Raise :class:`DataError` naming the row (:func:`where`) and the field if the row is malformed."""
     for name in REQUIRED_COLUMNS:
         if name not in row:
-            raise DataError(f"row {index}: missing field '{name}'")
+            raise DataError(f"{where(row, index, source)}: missing field '{name}'")
         value = row[name]
         if not (isinstance(value, str) or _is_messages(value)):
             raise DataError(
-                f"row {index}: field '{name}' must be a string or a list of {{role, content}} messages, "
-                f"got {type(value).__name__}"
+                f"{where(row, index, source)}: field '{name}' must be a string or a list of {{role, content}} "
+                f"messages, got {type(value).__name__}"
             )
         if _is_messages(value) and not value:
-            raise DataError(f"row {index}: field '{name}' is an empty message list")
+            raise DataError(f"{where(row, index, source)}: field '{name}' is an empty message list")
     for name in RESPONSES:
         value = row[name]
         if _is_messages(value) and value[-1]["role"] != "assistant":
-            raise DataError(f"row {index}: field '{name}' must end with an assistant message")
+            raise DataError(f"{where(row, index, source)}: field '{name}' must end with an assistant message")
         if not response_text(value).strip():
-            raise DataError(f"row {index}: field '{name}' is an empty response")
+            raise DataError(f"{where(row, index, source)}: field '{name}' is an empty response")
 
 
-def check_columns(dataset: Dataset) -> None:
+def check_columns(dataset: Dataset, source: str = "") -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
     if missing:
-        raise DataError(f"dataset is missing column(s) {missing}; has {dataset.column_names}")
+        raise DataError(f"{source or 'dataset'} is missing column(s) {missing}; has {dataset.column_names}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,11 +173,14 @@ def tokenize_preferences(
     drop_prompt_longer_than: int | None = None,
     drop_response_shorter_than: int | None = None,
     keep_text: bool = True,
+    source: str = "",
 ) -> tuple[Dataset, TokenizeReport]:
     """Tokenise a TRL-format preference dataset.
 
     Adds ``prompt_ids``, ``chosen_ids``, ``rejected_ids``, ``chosen_offsets``, ``rejected_offsets``
-    and ``row`` (the row's index in the input, so every later error can name it).
+    and ``row`` (the input's own ``row`` column when it has one, from
+    :func:`sepo.trainer.load_preferences`, else the row's index in the input), so every later error
+    can name the row. Errors name ``source`` (the file or dataset) and the row (:func:`where`).
 
     Rows are *dropped* (and counted in the report) when the prompt is longer than
     ``drop_prompt_longer_than`` tokens or a response is shorter than ``drop_response_shorter_than``
@@ -146,16 +194,17 @@ def tokenize_preferences(
     if not 0 < max_prompt_length < max_length:
         raise DataError(f"max_prompt_length={max_prompt_length} must be in (0, max_length={max_length})")
     report = TokenizeReport(rows_in=len(dataset))
-    columns: dict[str, list] = {"row": [], "prompt_ids": []}
+    columns: dict[str, list] = {ROW: [], "prompt_ids": []}
     for name in RESPONSES:
         columns[f"{name}_ids"] = []
         columns[f"{name}_offsets"] = []
     keep_rows: list[int] = []
     for index, row in enumerate(dataset):
-        validate_row(row, index)
+        validate_row(row, index, source)
         p_ids = tokenize_prompt(tokenizer, row["prompt"])
         if not p_ids:
-            raise DataError(f"row {index}: field 'prompt' gives no token (the first response token needs a context)")
+            raise DataError(f"{where(row, index, source)}: field 'prompt' gives no token "
+                            "(the first response token needs a context)")
         responses = {name: tokenize_response(tokenizer, row[name]) for name in RESPONSES}
         if drop_prompt_longer_than is not None and len(p_ids) > drop_prompt_longer_than:
             report.dropped_long_prompt += 1
@@ -169,7 +218,7 @@ def tokenize_preferences(
             report.truncated_prompt += 1
         budget = max_length - len(p_ids)
         if budget <= 0:
-            raise DataError(f"row {index}: the prompt fills max_length={max_length}; no response token is left")
+            raise DataError(f"{where(row, index, source)}: the prompt fills max_length={max_length}; no response token is left")
         cut = False
         for name, (ids, offsets) in responses.items():
             if len(ids) > budget:
@@ -178,12 +227,12 @@ def tokenize_preferences(
             columns[f"{name}_ids"].append(ids)
             columns[f"{name}_offsets"].append([list(o) for o in offsets])
         report.truncated_response += int(cut)
-        columns["row"].append(index)
+        columns[ROW].append(row[ROW] if row.get(ROW) is not None else index)
         columns["prompt_ids"].append(p_ids)
         keep_rows.append(index)
     report.rows_out = len(keep_rows)
     if not keep_rows:
-        raise DataError(f"no row left after filtering: {report.to_dict()}")
+        raise DataError(f"{source or 'data'}: no row left after filtering: {report.to_dict()}")
     base = dataset.select(keep_rows) if keep_text else Dataset.from_dict({})
     if not keep_text:
         return Dataset.from_dict(columns), report

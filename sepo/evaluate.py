@@ -55,17 +55,6 @@ def _sample_responses(model, tokenizer, prompts, **kwargs) -> list[list[str]]:
     return sample_responses(model, tokenizer, prompts, **kwargs)
 
 
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (``nan`` error for fewer than two values)."""
     array = np.asarray(values, dtype=float)
@@ -530,6 +519,6 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
         write_json(tmp / "outputs.json", policy_rows)
         write_json(tmp / "reference_outputs.json", reference_rows)
         for name, rows in annotations.items():
-            write_json(tmp / f"annotations_{name}.json", finite_or_none(rows))
-        write_run_record(tmp, config, finite_or_none(metrics))
+            write_json(tmp / f"annotations_{name}.json", rows)
+        write_run_record(tmp, config, metrics)
     return metrics

@@ -15,13 +15,15 @@ Where the pairs come from:
   oracle and the *rest* is scored, so no pair is both trained on and selected from.
 
 Run directory: ``model/`` (oracle weights + tokenizer), ``scored/`` (the scored target pairs, with
-``scored/tokenizer/`` and ``scored/scoring.json`` naming what made the scores), ``config.yaml``,
+``scored/tokenizer/`` and ``scored/scoring.json`` naming what made the scores, ``scored/data.json`` where
+the pairs came from and what tokenising them dropped or cut), ``config.yaml``,
 ``metrics.json`` and ``timing.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -31,8 +33,8 @@ import torch
 from datasets import Dataset, load_from_disk
 
 from sepo.config import help_field
-from sepo.data import REQUIRED_COLUMNS
-from sepo.errors import ConfigError
+from sepo.data import REQUIRED_COLUMNS, TokenizeReport
+from sepo.errors import ConfigError, DataError
 from sepo.losses import get_loss
 from sepo.paper import prepare_preferences
 from sepo.scoring import SCORE_COLUMNS, score_dataset, scores_cache_key
@@ -42,6 +44,7 @@ from sepo.trainer import (
     TrainingStageConfig,
     is_wall_clock,
     load_causal_lm,
+    data_source,
     load_preferences,
     load_tokenizer,
     require_columns,
@@ -54,6 +57,7 @@ from sepo.trainer import (
 from sepo.utils import seed_everything, staged_dir, write_json
 
 SCORED = "scored"
+DATA_RECORD = "data.json"  # in scored/: {"source": where the pairs came from, "report": TokenizeReport counts}
 
 
 @dataclasses.dataclass
@@ -95,11 +99,12 @@ def oracle_and_target_rows(n_oracle_split: int, n_target_split: int, same_split:
     return train_rows, target_rows
 
 
-def _tokenize(config: OracleConfig, dataset: Dataset, tokenizer, what: str) -> tuple[Dataset, dict[str, int]]:
-    require_columns(dataset, REQUIRED_COLUMNS, what)
+def _tokenize(config: OracleConfig, dataset: Dataset, tokenizer, what: str, source: str) -> tuple[Dataset, dict[str, int]]:
+    require_columns(dataset, REQUIRED_COLUMNS, f"{source} ({what} pairs)")
     tokenized, report = prepare_preferences(
         dataset, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length,
         drop_prompt_longer_than=config.drop_prompt_longer_than, drop_response_shorter_than=config.drop_response_shorter_than,
+        source=source,
     )
     return tokenized, {f"data/{what}/{k}": v for k, v in report.to_dict().items()}
 
@@ -126,16 +131,18 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
     if not train_rows:
         raise ConfigError(f"oracle_fraction = {config.oracle_fraction} of {len(oracle_split)} pairs leaves no pair to train on")
     metrics: dict[str, Any] = {}
-    train_data, report = _tokenize(config, oracle_split.select(train_rows), tokenizer, "oracle")
+    target_source = data_source(config.data_path, config.target_split)
+    train_data, report = _tokenize(config, oracle_split.select(train_rows), tokenizer, "oracle",
+                                   data_source(config.data_path, config.oracle_split))
     metrics.update(report)
-    target_data, report = _tokenize(config, target_split.select(target_rows), tokenizer, "target")
-    metrics.update(report)
+    target_data, target_report = _tokenize(config, target_split.select(target_rows), tokenizer, "target", target_source)
+    metrics.update(target_report)
     eval_data = None
     if config.eval_split:
         held_out = load_preferences(config.data_path, config.eval_split)
         if config.max_eval_pairs:
             held_out = held_out.select(range(min(config.max_eval_pairs, len(held_out))))
-        eval_data, report = _tokenize(config, held_out, tokenizer, "eval")
+        eval_data, report = _tokenize(config, held_out, tokenizer, "eval", data_source(config.data_path, config.eval_split))
         metrics.update(report)
 
     args = training_arguments(config, do_eval=eval_data is not None)  # first: under ZeRO-3 from_pretrained then shards
@@ -167,7 +174,8 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         scored_at = time.perf_counter()
-        metrics.update(score_target_pairs(config, target_data, tokenizer, oracle_dir))
+        data_record = {"source": target_source, "report": {k.removeprefix("data/target/"): v for k, v in target_report.items()}}
+        metrics.update(score_target_pairs(config, target_data, tokenizer, oracle_dir, data_record))
         timing["scoring_seconds"] = time.perf_counter() - scored_at
         timing["total_seconds"] = time.perf_counter() - started
         write_records(config, metrics, timing)
@@ -175,8 +183,13 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, oracle_dir) -> dict[str, Any]:
-    """Score every response token of the target pairs with the saved oracle; save them under ``scored/``."""
+def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, oracle_dir,
+                       data_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score every response token of the target pairs with the saved oracle; save them under ``scored/``.
+
+    ``data_record`` (where the pairs came from and what tokenising them dropped or cut) is saved as
+    ``scored/data.json``, so a policy trained on the scores reports the same counts.
+    """
     oracle = load_causal_lm(str(oracle_dir), "oracle model", config.bf16)
     reference = load_causal_lm(config.reference_path, "reference_path", config.bf16)
     scored = score_dataset(
@@ -188,6 +201,8 @@ def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, or
         scored.save_to_disk(str(tmp))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         write_json(tmp / "scoring.json", {**key, "oracle_path": str(oracle_dir), "reference_path": config.reference_path})
+        if data_record is not None:
+            save_data_record(tmp, data_record["source"], data_record["report"])
     totals = [sum(s) for s in scored["chosen_scores"]], [sum(s) for s in scored["rejected_scores"]]
     return {
         "data/target_pairs_scored": len(scored),
@@ -197,10 +212,44 @@ def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, or
     }
 
 
+def _scored_dir(run_or_scored_dir: str | Path) -> Path:
+    path = Path(run_or_scored_dir)
+    return path / SCORED if (path / SCORED).is_dir() else path
+
+
 def load_scored(run_or_scored_dir: str) -> Dataset:
     """The scored dataset of an oracle run (its run directory or its ``scored/`` directory)."""
-    path = Path(run_or_scored_dir)
-    path = path / SCORED if (path / SCORED).is_dir() else path
+    path = _scored_dir(run_or_scored_dir)
     data = load_from_disk(str(path))
     require_columns(data, SCORE_COLUMNS, str(path))
     return data
+
+
+def save_data_record(scored_dir: str | Path, source: str, report: TokenizeReport | dict[str, int]) -> None:
+    """Write ``scored_dir/data.json``: where scored pairs came from and what tokenising them dropped or cut.
+
+    Whatever saves token-id data for a policy (an oracle run, scores carried to another tokenizer)
+    writes it, so the policy's ``metrics.json`` carries the counts (:func:`scored_data_record`).
+    """
+    counts = report.to_dict() if isinstance(report, TokenizeReport) else dict(report)
+    write_json(Path(scored_dir) / DATA_RECORD, {"source": source, "report": counts})
+
+
+def scored_data_record(run_or_scored_dir: str | Path) -> dict[str, Any]:
+    """Where an oracle run's scored pairs came from and what tokenising them dropped or cut.
+
+    ``{"source": ..., "report": {"rows_in": ..., "dropped_long_prompt": ..., ...}}`` from
+    ``scored/data.json``; for a run that predates it, the report is read from the run's
+    ``metrics.json`` (``data/target/*``). A :class:`DataError` when neither is there.
+    """
+    scored = _scored_dir(run_or_scored_dir)
+    if (scored / DATA_RECORD).exists():
+        return json.loads((scored / DATA_RECORD).read_text())
+    metrics_file = scored.parent / "metrics.json"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        report = {k.removeprefix("data/target/"): v for k, v in metrics.items() if k.startswith("data/target/")}
+        if report:
+            return {"source": str(scored), "report": report}
+    raise DataError(f"{scored}: no {DATA_RECORD} and no oracle metrics.json beside it; "
+                    "cannot tell what tokenising these pairs dropped or cut")

@@ -25,9 +25,10 @@ from typing import Any
 from datasets import Dataset
 
 from sepo.config import help_field
-from sepo.data import REQUIRED_COLUMNS, check_same_tokenizer
+from sepo.data import REQUIRED_COLUMNS, check_same_tokenizer, row_places
 from sepo.errors import ConfigError, DataError, TokenizerMismatchError
 from sepo.losses import LOSSES, get_loss
+from sepo.oracle import scored_data_record
 from sepo.paper import prepare_preferences
 from sepo.scoring import SCORE_COLUMNS
 from sepo.selectors import SELECTORS, get_selector, select_from_scores
@@ -35,6 +36,7 @@ from sepo.trainer import (
     PreferenceCollator,
     PreferenceTrainer,
     TrainingStageConfig,
+    data_source,
     is_wall_clock,
     load_causal_lm,
     load_preferences,
@@ -122,12 +124,16 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
                 f"data_path = {config.data_path!r} holds token ids but no tokenizer/ beside them; "
                 "cannot check they come from the policy's tokenizer"
             )
+        record = scored_data_record(data_path)  # an oracle run's pairs: what tokenising them dropped or cut
+        source = record["source"]
+        metrics.update({f"data/train/{k}": v for k, v in record["report"].items()})
     else:
+        source = data_source(data_path, config.split)
         require_columns(dataset, REQUIRED_COLUMNS, f"data_path = {config.data_path!r}")
         dataset, report = prepare_preferences(
             dataset, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length,
             drop_prompt_longer_than=config.drop_prompt_longer_than,
-            drop_response_shorter_than=config.drop_response_shorter_than,
+            drop_response_shorter_than=config.drop_response_shorter_than, source=source,
         )
         metrics.update({f"data/train/{k}": v for k, v in report.to_dict().items()})
     if get_loss(config.loss).needs_selection:
@@ -141,7 +147,8 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
         for name, values, ids in (("chosen_selected", chosen, "chosen_ids"), ("rejected_selected", rejected, "rejected_ids")):
             for i, (mask, response) in enumerate(zip(values, dataset[ids])):
                 if len(mask) != len(response):
-                    raise DataError(f"row {rows[i] if rows else i}: {len(mask)} scores for {len(response)} tokens in {ids}")
+                    raise DataError(f"{row_places(dataset.select([i]), source)[0]}: {len(mask)} scores for "
+                                    f"{len(response)} tokens in {ids}")
             if name in dataset.column_names:
                 dataset = dataset.remove_columns(name)
             dataset = dataset.add_column(name, values)

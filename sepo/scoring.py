@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from datasets import Dataset, load_from_disk
 
-from sepo.data import build_sequences, check_same_tokenizer
+from sepo.data import build_sequences, check_same_tokenizer, row_places
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import token_logps
 from sepo.utils import progress, staged_dir, write_json
@@ -74,7 +74,7 @@ def token_rewards(
     for model in (oracle, reference):
         model.eval()
     n = len(dataset)
-    rows = dataset["row"] if "row" in dataset.column_names else list(range(n))
+    places = row_places(dataset)  # each row's line / row and prompt_id in the user's data, for errors
     prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
     lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
     out = {"chosen_scores": [None] * n, "rejected_scores": [None] * n}
@@ -93,7 +93,7 @@ def token_rewards(
                 values = rewards[k][positions[k]]
                 if not torch.isfinite(values).all():
                     t = int((~torch.isfinite(values)).nonzero()[0])
-                    raise DataError(f"row {rows[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
+                    raise DataError(f"{places[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
                 out[side][i] = values.tolist()
     return out
 
@@ -106,6 +106,14 @@ def scores_cache_key(oracle, reference, dataset: Dataset, beta: float) -> dict[s
         "beta": float(beta),
         "format": _FORMAT_VERSION,
     }
+
+
+def _with_columns(dataset: Dataset, columns: dict[str, list]) -> Dataset:
+    for name, values in columns.items():
+        if name in dataset.column_names:
+            dataset = dataset.remove_columns(name)
+        dataset = dataset.add_column(name, values)
+    return dataset
 
 
 def score_dataset(
@@ -137,14 +145,11 @@ def score_dataset(
     if cache_dir is not None:
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         target = Path(cache_dir) / name
-        if (target / "scores.json").exists():
-            return load_from_disk(str(target / "dataset"))
+        if (target / "scores.json").exists():  # the scores only: rows keep their own place (row, line, prompt_id)
+            cached = load_from_disk(str(target / "dataset"))
+            return _with_columns(dataset, {column: cached[column] for column in SCORE_COLUMNS})
     scores = token_rewards(oracle, reference, dataset, beta=beta, batch_size=batch_size, pad_id=pad_id)
-    scored = dataset
-    for column in SCORE_COLUMNS:
-        if column in scored.column_names:
-            scored = scored.remove_columns(column)
-        scored = scored.add_column(column, scores[column])
+    scored = _with_columns(dataset, scores)
     if target is not None:
         with staged_dir(target) as tmp:
             scored.save_to_disk(str(tmp / "dataset"))

@@ -26,10 +26,11 @@ from datasets import Dataset
 from transformers import Trainer
 
 from sepo.config import help_field
-from sepo.data import tokenize_prompt, tokenize_response
+from sepo.data import tokenize_prompt, tokenize_response, where
 from sepo.errors import DataError
 from sepo.trainer import (
     TrainingStageConfig,
+    data_source,
     is_wall_clock,
     load_causal_lm,
     load_preferences,
@@ -81,15 +82,16 @@ def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Datase
     then a sequence over ``max_length`` keeps the prompt's last ``max_prompt_length`` tokens and is cut
     at the end. An empty completion is an error naming the row.
     """
-    require_columns(dataset, SFT_COLUMNS, f"{config.data_path} [{config.split}]")
+    source = data_source(config.data_path, config.split)
+    require_columns(dataset, SFT_COLUMNS, source)
     report = {"rows_in": len(dataset), "dropped_long_prompt": 0, "dropped_short_response": 0, "truncated": 0}
     input_ids, labels = [], []
     for index, row in enumerate(dataset):
         if not isinstance(row["completion"], str) or not row["completion"].strip():
-            raise DataError(f"row {index}: field 'completion' must be a non-empty string")
+            raise DataError(f"{where(row, index, source)}: field 'completion' must be a non-empty string")
         prompt_ids = tokenize_prompt(tokenizer, row["prompt"])
         if not prompt_ids:
-            raise DataError(f"row {index}: field 'prompt' gives no token")
+            raise DataError(f"{where(row, index, source)}: field 'prompt' gives no token")
         completion_ids, _ = tokenize_response(tokenizer, row["completion"])
         if config.drop_prompt_longer_than and len(prompt_ids) > config.drop_prompt_longer_than:
             report["dropped_long_prompt"] += 1
@@ -105,7 +107,7 @@ def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Datase
         labels.append([IGNORE] * len(prompt_ids) + completion_ids)
     report["rows_out"] = len(input_ids)
     if not input_ids:
-        raise DataError(f"no example left after filtering: {report}")
+        raise DataError(f"{source}: no example left after filtering: {report}")
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels}), {f"data/{k}": v for k, v in report.items()}
 
 

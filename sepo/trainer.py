@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -30,12 +29,13 @@ from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets.exceptions import DatasetGenerationError
 from datasets.utils import logging as datasets_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from sepo.config import StageConfig, help_field
-from sepo.data import collate_pairs
+from sepo.data import collate_pairs, with_source_rows
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import selective_log_softmax, token_logps
 from sepo.losses import LossSpec, PairLogps
@@ -334,36 +334,78 @@ def load_causal_lm(path: str, field: str, bf16: bool = False):
 _FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
 
+def json_line_numbers(path: Path) -> list[int] | None:
+    """The 1-based line of each row of a JSON-lines file (blank lines hold no row).
+
+    ``None`` for a file that is one JSON document (an array of rows, or a mapping of columns): its rows
+    have no line of their own and errors name their index. Every line of a JSON-lines file is parsed
+    here, so a line that is not a JSON object is a :class:`DataError` naming it (the ``datasets``
+    loader would only say that generating the dataset failed).
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    else:
+        if not (isinstance(document, dict) and len(text.strip().split("\n")) == 1):
+            return None
+    numbers = []
+    for number, line in enumerate(text.split("\n"), start=1):  # the loader splits rows at "\n" only
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path} line {number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {number}: a JSON {type(row).__name__}, expected an object (one row per line)")
+        numbers.append(number)
+    return numbers
+
+
+def data_source(path: str, split: str) -> str:
+    """How errors name a data source: a local file by its path, a dataset with splits by path and split."""
+    return path if Path(path).is_file() or not split else f"{path} [{split}]"
+
+
 def load_preferences(path: str, split: str, field: str = "data_path") -> Dataset:
     """One split of preference data: a ``save_to_disk`` directory, a local data file, or a hub dataset id.
 
     A local file holds one split, ``train``. ``split=''`` takes the only split of a one-split source; a
-    saved single ``Dataset`` has no splits, so naming one for it is an error.
+    saved single ``Dataset`` has no splits, so naming one for it is an error. The rows come with where
+    they are in the data (:func:`sepo.data.with_source_rows`: ``row``, and ``line`` for JSON lines), so
+    errors raised after any split or filter still name them.
     """
     _check_source(path, field, "dataset")
     local = Path(path)
+    lines = None
     try:
         if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "dataset_info.json").exists()):
             data = load_from_disk(str(local))
         elif local.is_file():
             if local.suffix not in _FILE_FORMATS:
                 raise ConfigError(f"{field} = {path!r}: unknown data file type (use one of {sorted(_FILE_FORMATS)})")
+            if _FILE_FORMATS[local.suffix] == "json":
+                lines = json_line_numbers(local)
             data = load_dataset(_FILE_FORMATS[local.suffix], data_files={"train": str(local)})  # one file = split "train"
         else:
             data = load_dataset(path)
     except (FileNotFoundError, OSError) as err:
         raise ConfigError(f"{field} = {path!r}: cannot load a dataset ({err})") from err
+    except DatasetGenerationError as err:  # e.g. a column holding a string in one row and a list in another
+        raise DataError(f"{path}: cannot be read as one table ({err.__cause__ or err})") from None
     if isinstance(data, DatasetDict):
         if not split and len(data) == 1:
-            return next(iter(data.values()))
+            return with_source_rows(next(iter(data.values())), lines)
         if not split:
             raise ConfigError(f"{field} = {path!r} holds splits {sorted(data)}; name one")
         if split not in data:
             raise ConfigError(f"{field} = {path!r} has no split {split!r}; splits: {sorted(data)}")
-        return data[split]
+        return with_source_rows(data[split], lines)
     if split:
         raise ConfigError(f"{field} = {path!r} is a single dataset without splits; split {split!r} does not exist (use '')")
-    return data
+    return with_source_rows(data, lines)
 
 
 def require_columns(dataset: Dataset, columns: tuple[str, ...], what: str) -> None:
@@ -423,6 +465,5 @@ def save_final_model(trainer: Trainer, config: TrainingStageConfig, tokenizer) -
 
 def write_records(config: TrainingStageConfig, metrics: dict[str, Any], timing: dict[str, Any]) -> None:
     """``timing.json`` (wall clock), then ``config.yaml`` and ``metrics.json`` (deterministic), written last."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    write_json(config.run_dir / "timing.json", {k: v for k, v in timing.items()})
-    write_run_record(config.run_dir, config, clean)
+    write_json(config.run_dir / "timing.json", timing)
+    write_run_record(config.run_dir, config, metrics)  # strict JSON: a NaN metric is written as null

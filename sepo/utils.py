@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -37,29 +38,43 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None, **kwarg
     return iter(tqdm(iterable, desc=desc, total=total, disable=quiet(), leave=False, **kwargs))
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def finite_or_none(value: Any) -> Any:
+    """``value`` as plain JSON data: NaN and +-inf become ``None`` (strict JSON has no NaN).
+
+    Containers are walked; numpy scalars and arrays and torch tensors become Python numbers and
+    lists, paths become strings. Anything else is left for :func:`json.dumps` to accept or refuse.
+    """
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return finite_or_none(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    """Strict JSON (``null`` where a number is NaN or infinite), indented, keys sorted."""
+    return json.dumps(finite_or_none(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    """Write strict JSON (:func:`dumps_json`) atomically (temp file + rename), so a reader never sees half a file.
+
+    The text is made before the file is opened, so a value JSON cannot hold leaves no file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps_json(obj)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
-        fh.write(dumps_json(obj))
+        fh.write(text)
     os.replace(tmp, path)
 
 

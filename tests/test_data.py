@@ -4,7 +4,15 @@ import pytest
 import torch
 from datasets import Dataset
 
-from sepo.data import build_sequences, check_same_tokenizer, collate_pairs, tokenize_preferences, tokenize_response
+from sepo.data import (
+    build_sequences,
+    check_same_tokenizer,
+    collate_pairs,
+    row_places,
+    tokenize_preferences,
+    tokenize_response,
+    where,
+)
 from sepo.errors import DataError, TokenizerMismatchError
 from sepo.logprobs import token_logps
 
@@ -65,6 +73,33 @@ def test_collate_pairs_puts_chosen_first_then_rejected(tokenizer, model_pair):
 def test_malformed_rows_name_the_row_and_field(tokenizer, rows, match):
     with pytest.raises(DataError, match=match):
         tokenize_preferences(Dataset.from_dict(rows), tokenizer, max_length=64)
+
+
+@pytest.mark.parametrize("bad", [{"chosen": ""}, {"rejected": None}, {"prompt": 3}])
+def test_a_bad_second_line_of_a_jsonl_file_is_named_by_line_prompt_id_and_field(tokenizer, tmp_path, bad):
+    import json
+
+    from sepo.trainer import load_preferences
+
+    rows = [{"prompt_id": f"id-{i}", **{k: v[i] for k, v in ROWS.items()}} for i in range(2)]
+    rows[1].update(bad)
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    field = next(iter(bad))
+    data = load_preferences(str(path), "train")
+    assert data["line"] == [1, 2] and data["row"] == [0, 1]
+    with pytest.raises(DataError, match=rf"prefs\.jsonl line 2 \(prompt_id 'id-1'\): field '{field}'"):
+        tokenize_preferences(data, tokenizer, max_length=64, source=str(path))
+
+
+def test_where_names_line_then_row_then_position(tokenizer):
+    assert where({"line": 4, "row": 2, "prompt_id": "x"}, 0, "f.jsonl") == "f.jsonl line 4 (prompt_id 'x')"
+    assert where({"row": 2}, 0, "hub/set [train]") == "hub/set [train] row 2"
+    assert where({"prompt": "p"}, 3) == "row 3"
+    data = Dataset.from_dict({**ROWS, "row": [7, 9], "prompt_id": ["a", None]})
+    assert row_places(data, "d") == ["d row 7 (prompt_id 'a')", "d row 9"]
+    tokenized, _ = tokenize_preferences(data, tokenizer, max_length=64)
+    assert tokenized["row"] == [7, 9]  # a row keeps the index it was loaded with
 
 
 def test_truncation_cuts_prompt_then_response_and_all_prompt_is_an_error(tokenizer):

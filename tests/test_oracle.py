@@ -93,7 +93,7 @@ def test_bad_inputs_fail_before_training_and_write_nothing(world, tmp_path):
     bad = tmp_path / "bad"
     wrong = Dataset.from_dict({"prompt": ["a"], "answer": ["b"]})
     DatasetDict({"oracle": wrong, "train": wrong}).save_to_disk(str(bad))
-    with pytest.raises(DataError, match=r"oracle: missing column\(s\) \['chosen', 'rejected'\]"):
+    with pytest.raises(DataError, match=r"bad \[oracle\] \(oracle pairs\): missing column\(s\) \['chosen', 'rejected'\]"):
         run_oracle(config(world, "x3", data_path=str(bad), eval_split=""))
     with pytest.raises(ConfigError, match="no checkpoint"):
         run_oracle(config(world, "x4", resume_from_checkpoint="last"))
@@ -125,3 +125,81 @@ def test_cli_runs_the_stage_with_overrides(world, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["train/global_step"] == 1
     assert OracleConfig.from_yaml(out / "config.yaml").max_steps == 1
     assert cli_main(["oracle", "--config", str(path), "--set", "beta=-1"]) == 2
+
+
+def _write_jsonl(path, rows, blank_after=()):
+    """One row per line (a blank line after the rows listed in ``blank_after``); returns each row's line."""
+    lines, text = [], ""
+    for i, row in enumerate(rows):
+        text += json.dumps(row) + "\n"
+        lines.append(text.count("\n"))
+        if i in blank_after:
+            text += "\n"
+    path.write_text(text)
+    return lines
+
+
+def _jsonl_rows(n, seed=0):
+    plain = preference_rows(n, seed)
+    return [{"prompt_id": f"p{i}", **dict(zip(plain, values))} for i, values in enumerate(zip(*plain.values()))]
+
+
+def test_errors_after_the_seeded_split_name_the_line_of_the_file(world, tmp_path):
+    rows = _jsonl_rows(10)
+    bad = 7
+    rows[bad]["chosen"] = "   "
+    path = tmp_path / "pairs.jsonl"
+    lines = _write_jsonl(path, rows, blank_after=(2,))  # a blank line: row 7 sits on line 9
+    assert lines[bad] == 9
+    cfg = config(world, "split-error", data_path=str(path), oracle_split="train", target_split="train",
+                 oracle_fraction=0.5, eval_split="", seed=3)
+    train, target = oracle_and_target_rows(10, 10, True, 0.5, cfg.seed)
+    subset = train if bad in train else target
+    assert subset.index(bad) != bad  # inside its split the row has another index
+    with pytest.raises(DataError, match=r"pairs\.jsonl line 9 \(prompt_id 'p7'\): field 'chosen' is an empty response"):
+        run_oracle(cfg)
+    assert not cfg.run_dir.exists()
+
+
+def test_scored_pairs_keep_their_line_in_the_file(world, tmp_path):
+    rows = _jsonl_rows(10)
+    path = tmp_path / "pairs.jsonl"
+    lines = _write_jsonl(path, rows, blank_after=(0,))
+    cfg = config(world, "jsonl", data_path=str(path), oracle_split="train", target_split="train",
+                 oracle_fraction=0.5, eval_split="", num_train_epochs=1, max_length=12, max_prompt_length=6)
+    metrics = run_oracle(cfg)
+    _, target = oracle_and_target_rows(10, 10, True, 0.5, cfg.seed)
+    scored = load_from_disk(str(cfg.run_dir / "scored"))
+    assert scored["row"] == target
+    assert scored["line"] == [lines[i] for i in target]
+    assert scored["prompt_id"] == [f"p{i}" for i in target]
+    # the record a policy reads: where the pairs came from and what tokenising them cut
+    record = json.loads((cfg.run_dir / "scored" / "data.json").read_text())
+    assert record["source"] == str(path)
+    assert record["report"] == {k.removeprefix("data/target/"): v for k, v in metrics.items() if k.startswith("data/target/")}
+    assert record["report"]["rows_in"] == 5 and record["report"]["truncated_response"] > 0
+
+
+def test_a_malformed_json_line_is_named(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(_jsonl_rows(1)[0]) + "\n" + '{"prompt": "x", "chosen":\n')
+    with pytest.raises(DataError, match=r"pairs\.jsonl line 2: not valid JSON"):
+        load_preferences(str(path), "train")
+    path.write_text(json.dumps(_jsonl_rows(1)[0]) + "\n[1, 2]\n")
+    with pytest.raises(DataError, match=r"pairs\.jsonl line 2: a JSON list, expected an object"):
+        load_preferences(str(path), "train")
+
+
+def test_rows_of_a_json_array_or_a_saved_split_are_named_by_index(world, tmp_path, tokenizer):
+    from sepo.paper import prepare_preferences
+
+    rows = _jsonl_rows(3)
+    rows[1]["rejected"] = ""
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(rows, indent=1))  # one JSON document: rows have no line of their own
+    data = load_preferences(str(path), "train")
+    assert "line" not in data.column_names and data["row"] == [0, 1, 2]
+    with pytest.raises(DataError, match=r"pairs\.json row 1 \(prompt_id 'p1'\): field 'rejected' is an empty response"):
+        prepare_preferences(data, tokenizer, max_length=64, max_prompt_length=32, source=str(path))
+    split = load_preferences(str(world["data"]), "train").select([5, 2])
+    assert split["row"] == [5, 2]  # the index in the split survives a selection

@@ -38,6 +38,7 @@ def test_sepo_loads_no_reference_and_trains_on_selected_tokens(world, monkeypatc
     metrics = run_policy(cfg)
     assert loaded == ["model_path"] and metrics["reference_loaded"] is False
     assert metrics["train/global_step"] == 3 and metrics["data/train_pairs"] == 12
+    assert metrics["data/train/rows_out"] == 12 and metrics["data/train/truncated_response"] == 0  # the oracle's counts
     # about 30% of each response (at least one token each)
     assert 0.2 <= metrics["selection/chosen_fraction"] <= 0.4
     for name in ("config.yaml", "metrics.json", "timing.json", "model/model.safetensors", "model/tokenizer.json"):
@@ -113,3 +114,47 @@ def test_selection_masks_align_with_the_scored_tokens(world, tokenizer):
         assert len(chosen) == max(1, int(0.5 * len(row["chosen_ids"]) + 1e-6))
         assert min(chosen) >= max(s for s, m in zip(scores["chosen_scores"], row["chosen_selected"]) if not m)
         assert max(rejected) <= min(s for s, m in zip(scores["rejected_scores"], row["rejected_selected"]) if not m)
+
+
+def test_policy_metrics_carry_the_drop_and_truncation_counts_of_scored_data(world, tokenizer, tmp_path):
+    import json
+    import shutil
+
+    def train_counts(metrics):
+        return {k.removeprefix("data/train/"): v for k, v in metrics.items() if k.startswith("data/train/")}
+
+    oracle = json.loads((world["oracle"] / "metrics.json").read_text())
+    counts = {k.removeprefix("data/target/"): v for k, v in oracle.items() if k.startswith("data/target/")}
+    assert set(counts) == {"rows_in", "rows_out", "dropped_long_prompt", "dropped_short_response",
+                           "truncated_prompt", "truncated_response"}
+    _, metrics = load_policy_data(config(world, "x"), tokenizer)
+    assert train_counts(metrics) == counts
+    # the counts travel with the scored data (scored/data.json) ...
+    scored = tmp_path / "scored"
+    shutil.copytree(world["oracle"] / "scored", scored)
+    record = json.loads((scored / "data.json").read_text())
+    record["report"] = dict(record["report"], truncated_response=5, dropped_long_prompt=2)
+    (scored / "data.json").write_text(json.dumps(record))
+    _, metrics = load_policy_data(config(world, "x", data_path=str(scored)), tokenizer)
+    assert (metrics["data/train/truncated_response"], metrics["data/train/dropped_long_prompt"]) == (5, 2)
+    # ... or, for an oracle run without it, come from the run's metrics.json
+    run = tmp_path / "older_run"
+    shutil.copytree(world["oracle"] / "scored", run / "scored")
+    (run / "scored" / "data.json").unlink()
+    (run / "metrics.json").write_text(json.dumps({"data/target/rows_in": 13, "data/target/truncated_prompt": 3}))
+    _, metrics = load_policy_data(config(world, "x", data_path=str(run)), tokenizer)
+    assert train_counts(metrics) == {"rows_in": 13, "truncated_prompt": 3}
+    (run / "metrics.json").unlink()
+    with pytest.raises(DataError, match="no data.json and no oracle metrics.json"):
+        load_policy_data(config(world, "x", data_path=str(run)), tokenizer)
+
+
+def test_raw_data_errors_name_the_line_of_the_file(world, tokenizer, tmp_path):
+    import json
+
+    rows = [{"prompt_id": "a", "prompt": "review of the soup :", "chosen": " good .", "rejected": " bad ."},
+            {"prompt_id": "b", "prompt": "review of the pasta :", "chosen": " fine .", "rejected": "  "}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"pairs\.jsonl line 2 \(prompt_id 'b'\): field 'rejected' is an empty response"):
+        load_policy_data(config(world, "x", loss="simpo", data_path=str(path), split="train"), tokenizer)

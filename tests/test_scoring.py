@@ -57,6 +57,9 @@ def test_cache_reuses_and_invalidates(tokenized, model_pair, tokenizer, tmp_path
     first = score_dataset(tokenized, *model_pair, beta=0.1, **kwargs)
     again = score_dataset(tokenized, *model_pair, beta=0.1, **kwargs)
     assert len(calls) == 1 and first["chosen_scores"] == again["chosen_scores"]
+    moved = tokenized.remove_columns("row").add_column("row", [7, 8, 9])  # the same pairs elsewhere in a file
+    reused = score_dataset(moved, *model_pair, beta=0.1, **kwargs)
+    assert len(calls) == 1 and reused["row"] == [7, 8, 9] and reused["rejected_scores"] == first["rejected_scores"]
     score_dataset(tokenized, *model_pair, beta=0.2, **kwargs)  # new beta: new scores
     score_dataset(tokenized.select([0, 1]), *model_pair, beta=0.1, **kwargs)  # new data
     oracle, ref = model_pair

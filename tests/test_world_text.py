@@ -55,3 +55,14 @@ def test_impossible_requests_fail():
         text.all_prompts("mars")
     with pytest.raises(ConfigError, match="cannot be empty"):
         text.ResponseStyle(min_sentences=0)
+
+
+def test_text_does_not_import_the_judge():
+    """The text generator and the judge share the word pattern through sepo.world.words, not each other."""
+    import subprocess
+    import sys
+
+    code = "import sys, sepo.world.text; sepo.world.text.known_words(); print('sepo.world.judge' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert text.WORD is words.__globals__["WORD"]

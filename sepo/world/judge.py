@@ -46,8 +46,8 @@ from functools import cached_property
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from sepo.errors import ConfigError, DataError
-
-WORD = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")
+from sepo.world.text import known_words
+from sepo.world.words import WORD, words
 
 # Words that never make a prompt's subject nor count as content: English function words and the
 # request words prompts are built from.
@@ -64,11 +64,6 @@ PROMPT_STOPWORDS = STOPWORDS | frozenset(
 
 
 CLEAN_CHUNK = re.compile(r"^[\"'(]*(?:[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*)?[.,!?;:\"')]*$")
-
-
-def words(text: str) -> list[tuple[int, int]]:
-    """Character spans ``(start, end)`` of the words of ``text``."""
-    return [m.span() for m in WORD.finditer(text)]
 
 
 def content_words(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
@@ -112,8 +107,6 @@ class GoldJudge:
 
     @cached_property
     def _known(self) -> frozenset[str]:
-        from sepo.world.text import known_words
-
         return known_words() | STOPWORDS | frozenset(w.lower() for w in self._vader.lexicon)
 
     def junk(self, response: str) -> int:

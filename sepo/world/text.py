@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+import re
 
 from sepo.errors import ConfigError
+from sepo.world.words import WORD
 
 WORLD_NAMES = ("id", "ood")
 
@@ -102,10 +104,6 @@ VOCABULARIES = {"id": ID, "ood": OOD}
 
 def known_words() -> frozenset[str]:
     """Every word the world's text can contain (both worlds, lower-cased): what the gold judge counts as language."""
-    import re
-
-    from sepo.world.judge import WORD  # the judge's own word pattern, so both count the same words
-
     texts: list[str] = []
     for v in VOCABULARIES.values():
         for field in dataclasses.fields(v):

@@ -1,0 +1,41 @@
+"""Shared helpers: strict JSON on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sepo.utils import dumps_json, write_json, write_run_record
+
+
+def _strict_load(path: Path):
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_write_json_turns_nan_and_inf_into_null(tmp_path):
+    value = {"a": float("nan"), "b": [1.5, float("inf"), -math.inf], "c": {"d": np.float32("nan"), "e": np.float64(2.0)},
+             "f": torch.tensor([0.5, float("nan")]), "g": np.array([np.inf, 3]), "h": np.int64(4), "i": Path("x/y"), "j": None}
+    write_json(tmp_path / "m.json", value)
+    assert _strict_load(tmp_path / "m.json") == {"a": None, "b": [1.5, None, None], "c": {"d": None, "e": 2.0},
+                                                  "f": [0.5, None], "g": [None, 3.0], "h": 4, "i": "x/y", "j": None}
+    assert "NaN" not in (tmp_path / "m.json").read_text() and "Infinity" not in (tmp_path / "m.json").read_text()
+
+
+def test_run_record_metrics_are_strict_json(tmp_path):
+    write_run_record(tmp_path, "seed: 0\n", {"eval/loss": float("nan"), "train/loss": 0.25})
+    assert _strict_load(tmp_path / "metrics.json") == {"eval/loss": None, "train/loss": 0.25}
+
+
+def test_a_value_json_cannot_hold_leaves_no_file(tmp_path):
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "m.json", {"a": object()})
+    assert list(tmp_path.iterdir()) == []
+    assert dumps_json({"b": 1, "a": float("nan")}) == '{\n  "a": null,\n  "b": 1\n}\n'
