@@ -100,10 +100,18 @@ def load_alpaca_eval(root: str | Path | None = None) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # MT-Bench
 # --------------------------------------------------------------------------------------------
-def load_mt_bench_questions(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """The 80 two-turn MT-Bench questions: ``{"question_id", "category", "turns": [str, str]}``."""
-    path = benchmark_path("mt_bench", root)
+def load_mt_bench_questions(root: str | Path | None = None, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """The 80 two-turn MT-Bench questions: ``{"question_id", "category", "turns": [str, str]}``.
+
+    ``path`` reads a question file of one's own in FastChat's ``question.jsonl`` layout instead (e.g. a
+    subset of the 80) with the same checks.
+    """
+    if path is not None and not Path(path).is_file():
+        raise DataError(f"MT-Bench question file not found: {path}")
+    path = Path(path) if path is not None else benchmark_path("mt_bench", root)
     rows = read_jsonl(path)
+    if not rows:
+        raise DataError(f"{path}: no question")
     for i, row in enumerate(rows):
         where = f"{path}: row {i}"
         _require(row, "question_id", int, where)

@@ -19,7 +19,8 @@ with the ``client.chat.completions.create(...)`` method of the ``openai`` packag
 * :class:`GoldPairwiseJudge`: the mini world's gold reward (``GoldJudge.rewards``); higher reward wins.
 * :class:`AlpacaEvalJudge`: AlpacaEval 2's annotator (``alpaca_eval.annotators.PairwiseAnnotator`` with
   the ``weighted_alpaca_eval_gpt4_turbo`` config: its prompt, random output order, logprob preference).
-* :class:`MTBenchJudge`: MT-Bench single-answer grading with FastChat's official judge prompts, 1-10.
+* :class:`MTBenchJudge`: MT-Bench single-answer grading with FastChat's official judge prompts, 1-10, both
+  turns (the answers come from :func:`sepo.evaluate.mt_bench_answers`).
 * :class:`ArenaHardJudge`: Arena-Hard v0.1 pairwise judging, two games with the answer order swapped.
 """
 
@@ -327,9 +328,11 @@ def parse_verdict(judgment: str, pattern: str = r"\[\[([AB<>=]+)\]\]") -> tuple[
 class ArenaHardJudge:
     """Arena-Hard v0.1 pairwise judge (official system prompt and template, ``data/benchmarks``).
 
-    Each row is judged twice, baseline as assistant A then as assistant B. Each game gives the evaluated
-    model a score (1 win, 0.5 tie, 0 loss) and a weight (3 for a ``>>`` verdict, else 1); the preference is
-    ``1 + weighted mean`` over the parseable games, ``None`` if neither game could be parsed.
+    Each row is judged twice, baseline as assistant A then as assistant B; ``verdicts`` keeps both labels.
+    Each game gives the evaluated model a score (1 win, 0.5 tie, 0 loss) and a weight (3 for a ``>>``
+    verdict, else 1); the per-row ``preference`` is ``1 + weighted mean`` over the parseable games, ``None``
+    if neither game could be parsed. The official Arena-Hard score is not a mean of these: it is the
+    Bradley-Terry fit on the games' battles with bootstrap intervals, :func:`sepo.evaluate.arena_hard_score`.
     """
 
     name = "arena_hard"

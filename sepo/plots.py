@@ -104,3 +104,34 @@ def heatmap_grid(frame, index: str, columns: str, values: str, title: str = ""):
     sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax)
     ax.set_title(title)
     return fig
+
+
+def benchmark_scores(frame, title: str = "benchmark scores with 95% intervals"):
+    """Every benchmark's scores with their intervals: one panel per (benchmark, metric), one point per model.
+
+    ``frame`` has the columns of :func:`sepo.evaluate.benchmark_rows` (``benchmark, metric, model, score,
+    lower, upper, interval, scale``). Percent panels mark parity with the opponent (50%); the interval kind
+    (bootstrap or normal) is written under each panel.
+    """
+    panels = list(dict.fromkeys(zip(frame["benchmark"], frame["metric"])))
+    models = list(dict.fromkeys(frame["model"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.9 + 0.45 * len(models)), squeeze=False,
+                             sharey=True)
+    colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    for ax, (benchmark, metric) in zip(axes[0], panels):
+        part = frame[(frame["benchmark"] == benchmark) & (frame["metric"] == metric)]
+        for _, row in part.iterrows():
+            y = models.index(row["model"])
+            err = [[max(row["score"] - row["lower"], 0.0)], [max(row["upper"] - row["score"], 0.0)]]
+            ax.errorbar(row["score"], y, xerr=err, fmt="o", color=colours[row["model"]], capsize=3)
+        if (part["scale"] == "percent").all():
+            ax.axvline(50.0, color="k", lw=1, ls="--")
+            ax.set_xlabel("%  (" + ", ".join(sorted(set(part["interval"]))) + ")", fontsize=8)
+        else:
+            ax.set_xlabel(f"{part['scale'].iloc[0]}  (" + ", ".join(sorted(set(part["interval"]))) + ")", fontsize=8)
+        ax.set_title(f"{benchmark}\n{metric}", fontsize=9)
+        ax.set_yticks(range(len(models)), models)
+        ax.set_ylim(-0.5, len(models) - 0.5)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,12 +1,24 @@
-"""SFT stage: supervised fine-tuning of a causal LM on (prompt, completion) text.
+"""SFT stage: supervised fine-tuning of a causal LM on (prompt, completion) text or on conversations.
 
-The data are in TRL's prompt-completion format: columns ``prompt`` and ``completion`` (strings,
-or a message list for ``prompt``). Each example is tokenised exactly as preference pairs are
-(:func:`sepo.data.tokenize_prompt` + :func:`sepo.data.tokenize_response`): the sequence is the
-prompt's ids (with BOS) followed by the completion's ids and EOS. The loss is the causal-LM
-cross-entropy on the **completion tokens and EOS only**: prompt positions carry the label -100, so
-the model learns to answer, and to stop, not to reproduce prompts. (Every token of one batch
-counts equally: the loss is the mean over the batch's completion tokens.)
+Two of TRL's data formats are read:
+
+* **prompt-completion**: columns ``prompt`` and ``completion`` (strings, or a message list for
+  ``prompt``). Each example is tokenised exactly as preference pairs are (:func:`sepo.data.tokenize_prompt`
+  + :func:`sepo.data.tokenize_response`): the prompt's ids (with BOS) followed by the completion's ids and
+  EOS; the loss is on the **completion tokens and EOS only**.
+* **conversational**: a column ``messages``, each a list of ``{"role", "content"}`` with roles ``system``,
+  ``user``, ``assistant`` (UltraChat-200k's layout, ``HuggingFaceH4/ultrachat_200k`` split ``train_sft``).
+  The conversation is rendered whole by the tokenizer's chat template (``chat_template`` for a tokenizer
+  without one) and tokenised as chat prompts are (no special tokens added: the template writes them).
+  The loss is on **every assistant turn only**: the text the template renders for an assistant message
+  after the generation prompt, i.e. its content and the end-of-turn the template writes after it (EOS in
+  Zephyr / TinyLlama-Chat templates). User and system turns, and the generation prompts, carry -100. An
+  assistant turn's span is found by rendering the conversation up to it with and without that turn
+  (``add_generation_prompt``), which needs a template that renders conversations incrementally.
+
+In both, the labels of the other positions are -100, so the model learns to answer, and to stop, not
+to reproduce prompts. (Every token of one batch counts equally: the loss is the mean over the batch's
+labelled tokens.)
 
 The model either continues from ``model_path`` or, in the mini world, starts from random weights
 of a named size (:data:`sepo.world.models.MODEL_SIZES`) over the tokenizer at ``tokenizer_path``.
@@ -26,8 +38,8 @@ from datasets import Dataset
 from transformers import Trainer
 
 from sepo.config import help_field
-from sepo.data import tokenize_prompt, tokenize_response, where
-from sepo.errors import DataError
+from sepo.data import row_places, tokenize_prompt, tokenize_response, where
+from sepo.errors import ConfigError, DataError
 from sepo.trainer import (
     TrainingStageConfig,
     data_source,
@@ -46,6 +58,8 @@ from sepo.trainer import (
 from sepo.utils import quiet, seed_everything
 
 SFT_COLUMNS = ("prompt", "completion")
+CONVERSATION_COLUMN = "messages"
+ROLES = ("system", "user", "assistant")
 IGNORE = -100  # label of positions left out of the loss
 
 
@@ -54,7 +68,8 @@ class SFTConfig(TrainingStageConfig):
     """Parameters of the SFT stage (also the parameter cell of its notebook)."""
 
     learning_rate: float = help_field(1e-3, help="peak learning rate")
-    data_path: str = help_field("", help="prompt-completion data: save_to_disk directory, json/jsonl/parquet file, or hub id")
+    data_path: str = help_field("", help="prompt-completion or conversational ('messages') data: save_to_disk directory, "
+                                       "json/jsonl/parquet file, or hub id")
     split: str = help_field("train", help="split of data_path to train on")
     model_path: str = help_field("", help="model to fine-tune (directory or hub id); '' to start from random weights of model_size")
     model_size: str = help_field("", help="named mini-world size (sepo.world.models.MODEL_SIZES) when starting from random weights")
@@ -71,10 +86,21 @@ class SFTConfig(TrainingStageConfig):
 
             self._require(self.model_size in MODEL_SIZES, "model_size", f"known sizes: {list(MODEL_SIZES)}")
             self._require(bool(self.tokenizer_path), "tokenizer_path", "a model built from model_size needs a tokenizer")
-        self._require(self.max_positions >= self.max_length, "max_positions", f"must be >= max_length = {self.max_length}")
+            self._require(self.max_positions >= self.max_length, "max_positions", f"must be >= max_length = {self.max_length}")
 
 
 def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Dataset, dict[str, int]]:
+    """``input_ids`` and ``labels`` of each example, from prompt-completion or conversational data.
+
+    A dataset with a ``completion`` column is prompt-completion data; otherwise one with a ``messages``
+    column is conversational (:func:`tokenize_conversations`).
+    """
+    if "completion" not in dataset.column_names and CONVERSATION_COLUMN in dataset.column_names:
+        return tokenize_conversations(dataset, tokenizer, config)
+    return tokenize_prompt_completion(dataset, tokenizer, config)
+
+
+def tokenize_prompt_completion(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Dataset, dict[str, int]]:
     """``input_ids`` (prompt + completion + EOS) and ``labels`` (-100 on prompt positions) of each example.
 
     Filters and cuts follow the preference stages: drop (and count) examples whose prompt has more than
@@ -83,7 +109,7 @@ def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Datase
     at the end. An empty completion is an error naming the row.
     """
     source = data_source(config.data_path, config.split)
-    require_columns(dataset, SFT_COLUMNS, source)
+    require_columns(dataset, SFT_COLUMNS, f"{source} (prompt-completion data; conversations need a '{CONVERSATION_COLUMN}' column)")
     report = {"rows_in": len(dataset), "dropped_long_prompt": 0, "dropped_short_response": 0, "truncated": 0}
     input_ids, labels = [], []
     for index, row in enumerate(dataset):
@@ -108,6 +134,96 @@ def tokenize_sft(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Datase
     report["rows_out"] = len(input_ids)
     if not input_ids:
         raise DataError(f"{source}: no example left after filtering: {report}")
+    return Dataset.from_dict({"input_ids": input_ids, "labels": labels}), {f"data/{k}": v for k, v in report.items()}
+
+
+def check_conversation(messages: Any, where: str) -> None:
+    """Raise :class:`DataError` naming ``where`` and the field unless ``messages`` is a conversation with an assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} messages, "
+                        f"got {type(messages).__name__ if not isinstance(messages, list) else 'an empty list'}")
+    for j, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise DataError(f"{where}: field 'messages[{j}]' must be a {{role, content}} message, got {type(message).__name__}")
+        if message.get("role") not in ROLES:
+            raise DataError(f"{where}: field 'messages[{j}].role' is {message.get('role')!r}; known roles: {list(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: field 'messages[{j}].content' must be a string, got {type(message.get('content')).__name__}")
+    if messages[0]["role"] == "assistant":
+        raise DataError(f"{where}: field 'messages[0].role' is 'assistant'; a conversation starts with a system or user message")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: field 'messages' has no assistant turn (nothing to learn from)")
+    for j, message in enumerate(messages):
+        if message["role"] == "assistant" and not message["content"].strip():
+            raise DataError(f"{where}: field 'messages[{j}].content' is an empty assistant turn")
+
+
+def assistant_spans(tokenizer, messages: list[dict], where: str = "conversation") -> tuple[str, list[tuple[int, int]]]:
+    """The conversation rendered by the chat template, and the character span of each assistant turn in it.
+
+    An assistant turn ``k`` spans from the end of ``render(messages[:k], add_generation_prompt=True)`` to the
+    end of ``render(messages[:k + 1])`` without trailing whitespace: its content and the end of turn the
+    template writes after it (e.g. EOS), not the line break before the next turn.
+    """
+    def render(part, generation_prompt):
+        return tokenizer.apply_chat_template(part, tokenize=False, add_generation_prompt=generation_prompt)
+
+    text = render(messages, False)
+    spans = []
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before, through = render(messages[:k], True), render(messages[: k + 1], False)
+        if not (text.startswith(before) and text.startswith(through)):
+            raise DataError(f"{where}: the chat template does not render the conversation incrementally (the text up to "
+                            f"turn {k} is not a prefix of the whole), so the assistant tokens cannot be found")
+        spans.append((len(before), len(through.rstrip())))  # the turn's content and end of turn, not the blank after it
+    return text, spans
+
+
+def tokenize_conversations(dataset: Dataset, tokenizer, config: SFTConfig) -> tuple[Dataset, dict[str, int]]:
+    """``input_ids`` of each rendered conversation and ``labels`` on its assistant turns only (-100 elsewhere).
+
+    Checks every row first (one error naming the source, row, line and field; nothing is tokenised before).
+    Filters follow the other stages: drop (and count) a conversation whose text before its first assistant
+    turn has more than ``drop_prompt_longer_than`` tokens, or whose assistant turns have fewer than
+    ``drop_response_shorter_than`` tokens in all; a conversation over ``max_length`` is cut at the end (and
+    dropped if no assistant token is left).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{config.data_path} holds conversations ('messages'): the tokenizer has no chat template; "
+                          f"set SFTConfig.chat_template (a .jinja file or the template itself)")
+    conversations = dataset[CONVERSATION_COLUMN]
+    places = row_places(dataset, data_source(config.data_path, config.split))
+    for index, messages in enumerate(conversations):
+        check_conversation(messages, places[index])
+    report = {"rows_in": len(dataset), "dropped_long_prompt": 0, "dropped_short_response": 0, "truncated": 0,
+              "dropped_truncated": 0, "assistant_tokens": 0}
+    input_ids, labels = [], []
+    for index, messages in enumerate(conversations):
+        text, spans = assistant_spans(tokenizer, messages, places[index])
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        in_turn = [any(start <= a < end for start, end in spans) for a, _ in enc["offset_mapping"]]
+        first = in_turn.index(True) if True in in_turn else len(ids)
+        if config.drop_prompt_longer_than and first > config.drop_prompt_longer_than:
+            report["dropped_long_prompt"] += 1
+            continue
+        if config.drop_response_shorter_than and sum(in_turn) < config.drop_response_shorter_than:
+            report["dropped_short_response"] += 1
+            continue
+        if len(ids) > config.max_length:
+            report["truncated"] += 1
+            ids, in_turn = ids[: config.max_length], in_turn[: config.max_length]
+            if not any(in_turn):
+                report["dropped_truncated"] += 1
+                continue
+        input_ids.append(ids)
+        labels.append([t if keep else IGNORE for t, keep in zip(ids, in_turn)])
+        report["assistant_tokens"] += sum(in_turn)
+    report["rows_out"] = len(input_ids)
+    if not input_ids:
+        raise DataError(f"no conversation left after filtering: {report}")
     return Dataset.from_dict({"input_ids": input_ids, "labels": labels}), {f"data/{k}": v for k, v in report.items()}
 
 

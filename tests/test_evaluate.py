@@ -133,8 +133,19 @@ def test_length_controlled_win_rate_reads_a_local_copy(tmp_path, monkeypatch):
     metrics = length_controlled_win_rate(annotations, path)
     assert 0 < metrics["length_controlled_winrate"] < 100 and metrics["n_skipped"] == 1 and metrics["n_total"] == 804
     annotations[3]["index"] = 4
-    with pytest.raises(DataError, match="annotation row 3: index 4"):
+    with pytest.raises(DataError, match=r"annotations: row 3: field 'index' \(4\)"):
         length_controlled_win_rate(annotations, path)
+    annotations[3]["index"] = 3
+
+    # AlpacaEval's own annotation file has no index: its rows are read in AlpacaEval's order
+    official = tmp_path / "annotations.json"
+    official.write_text(json.dumps([{k: v for k, v in row.items() if k != "index"} for row in annotations]))
+    assert length_controlled_win_rate(official, path) == pytest.approx(metrics)
+    swapped = [{k: v for k, v in row.items() if k != "index"} for row in annotations]
+    swapped[5], swapped[6] = swapped[6], swapped[5]
+    official.write_text(json.dumps(swapped))
+    with pytest.raises(DataError, match=rf"{official}: row 5: field 'instruction' is not AlpacaEval's instruction 5"):
+        length_controlled_win_rate(official, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,3 +326,249 @@ def test_reward_kl_frontier_one_row_per_checkpoint(run_setup, tokenizer, model_p
     responses = [[" the soup was very good .", " the soup was bad ."]] * 3
     expected = estimate_kl(policy, reference, tokenizer, PROMPTS, responses, max_new_tokens=16)
     assert frame["kl"].iloc[1] == pytest.approx(expected["kl"]) and frame["n_prompts"].tolist() == [3, 3, 3]
+
+
+# --------------------------------------------------------------------------------------------
+# Arena-Hard: Bradley-Terry against the baseline with bootstrap intervals
+# --------------------------------------------------------------------------------------------
+def _arena_rows(verdicts, model="policy", baseline="gpt-4-0314"):
+    return [{"instruction": f"q{i}", "index": i, "generator_1": baseline, "generator_2": model, "verdicts": list(v)}
+            for i, v in enumerate(verdicts)]
+
+
+def test_arena_hard_battles_follow_get_battles_from_row():
+    from sepo.evaluate import arena_hard_battles
+
+    # game 1: the baseline is A; game 2: the model is A
+    battles, skipped = arena_hard_battles(_arena_rows([("B>>A", "A>B"), ("A=B", None), ("A<B", "B>>A")]))
+    assert battles["winner"].tolist() == ["model_b"] * 4 + ["tie"] + ["model_a"] * 3
+    assert skipped == 2  # no verdict, and 'A<B' which arena-hard-auto does not count
+    assert set(battles["model_a"]) == {"gpt-4-0314"} and set(battles["model_b"]) == {"policy"}
+
+
+def test_bradley_terry_score_is_the_pooled_win_rate_against_the_baseline_with_a_seeded_bootstrap():
+    from sepo.evaluate import arena_hard_score
+
+    # wins 1 (B>A as B), ties 1, losses 3 (A>>B with the baseline as A) + 1 (B>A with the baseline as B)
+    verdicts = [("B>A", "A=B"), ("A>>B", "B>A")] * 20
+    out = arena_hard_score(_arena_rows(verdicts), num_rounds=20, seed=3)
+    assert out["score"] == pytest.approx(25.0, abs=1e-3)  # Bradley-Terry against one opponent: (1 + 0.5) / 6
+    assert out["n_battles"] == 120 and out["n_questions"] == 40 and out["baseline"] == "gpt-4-0314"
+    # the interval by hand: resample the battles, each round's fit is its pooled win rate, percentiles of Elo
+    rng = np.random.default_rng(3)
+    won = np.array(([1.0, 0.5] + [0.0] * 4) * 20)
+    rates = np.array([won[rng.integers(0, 120, 120)].mean() for _ in range(20)])
+    low, high = np.percentile(400 * np.log10(rates / (1 - rates)), [2.5, 97.5])
+    assert out["lower"] == pytest.approx(100 / (1 + 10 ** (-low / 400)), abs=1e-2)
+    assert out["upper"] == pytest.approx(100 / (1 + 10 ** (-high / 400)), abs=1e-2)
+    assert out["lower"] < out["score"] < out["upper"]
+    assert arena_hard_score(_arena_rows(verdicts), num_rounds=20, seed=3) == out  # same seed, same interval
+    assert arena_hard_score(_arena_rows(verdicts), num_rounds=20, seed=4)["lower"] != out["lower"]
+
+
+def test_bradley_terry_leaderboard_fits_several_models_and_handles_a_clean_sweep():
+    from sepo.evaluate import arena_hard_battles, arena_hard_leaderboard, arena_hard_score
+
+    rows = _arena_rows([("B>A", "A>B"), ("A>B", "B>A"), ("B>A", "B>A")], model="m1") + \
+        _arena_rows([("B>>A", "A>>B")] * 3, model="m2")
+    battles, _ = arena_hard_battles(rows)
+    board = arena_hard_leaderboard(battles, "gpt-4-0314", num_rounds=20).set_index("model")
+    assert board.loc["m1", "score"] == pytest.approx(50.0, abs=1e-3)  # 3 wins, 3 losses
+    assert board.loc["m2", "score"] == pytest.approx(100.0) and board.loc["m2", "upper"] == pytest.approx(100.0)
+    assert board.loc["gpt-4-0314", "score"] == pytest.approx(50.0)
+    with pytest.raises(DataError, match="'generator_2' must name one model"):
+        arena_hard_score(rows)
+    with pytest.raises(DataError, match="row 0: field 'verdicts'"):
+        arena_hard_score([{"generator_1": "b", "generator_2": "m", "verdicts": "B>A"}])
+    with pytest.raises(DataError, match="no battle"):
+        arena_hard_score(_arena_rows([(None, None)]))
+
+
+# --------------------------------------------------------------------------------------------
+# MT-Bench: two turns, the second after the model's own first answer; scores per turn
+# --------------------------------------------------------------------------------------------
+QUESTIONS = [{"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Make it shorter."]},
+             {"question_id": 111, "category": "math", "turns": ["1+1?", "And 2+2?"]}]
+
+
+def test_mt_bench_second_turn_follows_the_models_own_first_answer(monkeypatch):
+    from sepo.evaluate import mt_bench_answers
+
+    calls = []
+
+    def sampler(model, tokenizer, prompts, *, num_samples, temperature, seed, **_):
+        calls.append((prompts, num_samples, temperature, seed))
+        return [[f"answer {len(calls)}.{i}.{j}" for j in range(num_samples)] for i in range(len(prompts))]
+
+    monkeypatch.setattr("sepo.evaluate._sample_responses", sampler)
+    answers = mt_bench_answers(None, None, QUESTIONS, generator="policy", num_samples=2)
+    # FastChat's temperatures: math greedy (0.0) first, then writing (0.7); two calls (turn 1, turn 2) each
+    assert [(c[1], c[2]) for c in calls] == [(2, 0.0), (1, 0.0), (2, 0.7), (1, 0.7)]
+    math_turn_2 = calls[1][0]
+    assert math_turn_2[1] == [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "answer 1.0.1"},
+                              {"role": "user", "content": "And 2+2?"}]
+    assert answers[1] == {"question_id": 111, "category": "math", "model_id": "policy", "choices": [
+        {"index": 0, "turns": ["answer 1.0.0", "answer 2.0.0"]}, {"index": 1, "turns": ["answer 1.0.1", "answer 2.1.0"]}]}
+    assert answers[0]["choices"][1]["turns"] == ["answer 3.0.1", "answer 4.1.0"]
+    mt_bench_answers(None, None, QUESTIONS, generator="policy", temperature=1.0)
+    assert [c[2] for c in calls[4:]] == [1.0, 1.0]  # one group at the config's temperature
+
+
+def test_mt_bench_scores_by_turn_and_overall():
+    from sepo.evaluate import mt_bench_scores
+
+    rows = [{"question_id": q, "category": c, "turn": t, "sample": 0, "score": s} for q, c, t, s in [
+        (81, "writing", 1, 8.0), (81, "writing", 2, 6.0), (111, "math", 1, 4.0), (111, "math", 2, None),
+        (112, "math", 1, 2.0), (112, "math", 2, 3.0)]]
+    out = mt_bench_scores(rows)
+    assert out["turn_1"]["mean"] == pytest.approx(14 / 3) and out["turn_1"]["n_skipped"] == 0
+    assert out["turn_1"]["stderr"] == pytest.approx(np.std([8, 4, 2], ddof=1) / math.sqrt(3))
+    assert out["turn_2"]["mean"] == pytest.approx(4.5) and out["turn_2"]["n_skipped"] == 1 and out["turn_2"]["n_questions"] == 2
+    assert out["overall"]["mean"] == pytest.approx(23 / 5)  # FastChat: the mean of every graded row
+    assert out["overall"]["stderr"] == pytest.approx(np.std([7, 4, 2.5], ddof=1) / math.sqrt(3))
+    assert out["by_category"] == {"math": pytest.approx(3.0), "writing": pytest.approx(7.0)}
+
+
+def test_mt_bench_config_needs_a_chat_template_and_no_baseline():
+    with pytest.raises(ConfigError, match="chat_template.*two-turn chat"):
+        EvalConfig(model_dir="m", reference_dir="r", prompt_set="mt_bench", judge="mt_bench")
+    with pytest.raises(ConfigError, match="prompt_set.*MT-Bench questions"):
+        EvalConfig(model_dir="m", reference_dir="r", prompt_set="alpaca_eval", judge="mt_bench", chat_template=True)
+    with pytest.raises(ConfigError, match="baseline_outputs"):
+        EvalConfig(model_dir="m", reference_dir="r", prompt_set="mt_bench", judge="mt_bench", chat_template=True,
+                   baseline_outputs="b.json")
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluate stage end to end on tiny random chat models, judged by the fake OpenAI-compatible server
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chat_models(tmp_path_factory):
+    from training_world import CHAT_TEMPLATE, write_model
+
+    root = tmp_path_factory.mktemp("chat_models")
+    return {name: str(write_model(root / name, seed=seed, chat_template=CHAT_TEMPLATE)) for seed, name in ((1, "policy"), (2, "sft"))}
+
+
+@pytest.fixture
+def judge_server(monkeypatch):
+    from fake_openai import FakeJudgeServer
+
+    monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-test")
+    with FakeJudgeServer() as server:
+        yield server
+
+
+def _llm_config(chat_models, judge_server, tmp_path, **values):
+    return EvalConfig(model_dir=chat_models["policy"], reference_dir=chat_models["sft"], generator="policy",
+                      reference_generator="sft", chat_template=True, max_new_tokens=8, out_dir=str(tmp_path / "run"),
+                      base_url=judge_server.base_url, api_key_env="FAKE_JUDGE_KEY", estimate_kl=False, **values)
+
+
+def test_mt_bench_end_to_end_two_turns_with_reference_answers(chat_models, judge_server, tmp_path):
+    from fake_openai import mt_bench_rating
+    from sepo.benchmarks import load_mt_bench_questions, load_mt_bench_reference_answers
+
+    official = {q["question_id"]: q for q in load_mt_bench_questions()}
+    questions = tmp_path / "questions.jsonl"  # writing, reasoning and math: the last two graded with reference
+    questions.write_text("".join(json.dumps(official[i]) + "\n" for i in (81, 101, 111)))
+    config = _llm_config(chat_models, judge_server, tmp_path, judge="mt_bench", prompt_set=str(questions), num_samples=1)
+    metrics = run_evaluate(config)
+
+    answers = json.loads((tmp_path / "run" / "outputs.json").read_text())
+    assert [a["question_id"] for a in answers] == [81, 101, 111] and all(len(a["choices"][0]["turns"]) == 2 for a in answers)
+    references = load_mt_bench_reference_answers()
+    calls = judge_server.calls
+    assert len(calls) == 12 and {c["model"] for c in calls} == {"gpt-4"} and {c["temperature"] for c in calls} == {0.0}
+    policy_calls = calls[:6]  # (question, turn) in order, the policy's answers first
+    for k, answer in enumerate(answers):
+        first, second = (policy_calls[2 * k + t]["messages"][1]["content"] for t in (0, 1))
+        turn_1, turn_2 = answer["choices"][0]["turns"]
+        assert f"[The Start of Assistant's Answer]\n{turn_1}\n[The End" in first
+        # the second turn is graded on the whole conversation: the model's own first answer, then its second
+        assert f"### Assistant A:\n{turn_1}\n\n### User:\n{official[answer['question_id']]['turns'][1]}\n\n### Assistant A:\n{turn_2}\n" in second
+        with_reference = answer["question_id"] in (101, 111)
+        assert ("[The Start of Reference Answer]" in first) == ("<|The Start of Reference Answer|>" in second) == with_reference
+        if with_reference:
+            assert references[answer["question_id"]][0] in first and references[answer["question_id"]][1] in second
+    judgments = json.loads((tmp_path / "run" / "annotations_mt_bench_policy.json").read_text())
+    expected = {(a["question_id"], t + 1): mt_bench_rating(a["choices"][0]["turns"][t]) for a in answers for t in (0, 1)}
+    assert {(j["question_id"], j["turn"]): j["score"] for j in judgments} == expected
+    assert metrics["mt_bench_policy"]["turn_1"]["mean"] == pytest.approx(np.mean([expected[q, 1] for q in (81, 101, 111)]))
+    assert metrics["mt_bench_policy"]["turn_2"]["mean"] == pytest.approx(np.mean([expected[q, 2] for q in (81, 101, 111)]))
+    assert metrics["mt_bench_policy"]["overall"]["mean"] == pytest.approx(np.mean(list(expected.values())))
+    assert metrics["mt_bench_reference"]["overall"]["n"] == 6 and metrics["n_outputs"] == 6
+    # greedy categories (reasoning, math) answer the same way twice: the run is deterministic
+    again = run_evaluate(dataclasses.replace(config, out_dir=str(tmp_path / "again")))
+    assert again["mt_bench_policy"] == metrics["mt_bench_policy"]
+
+
+def test_arena_hard_end_to_end_bradley_terry_against_the_baseline(chat_models, judge_server, tmp_path):
+    from fake_openai import arena_hard_label
+    from sepo.benchmarks import load_prompt_set
+
+    prompts = load_prompt_set("arena_hard", limit=4)
+    baseline = tmp_path / "gpt-4-0314.json"
+    baseline.write_text(json.dumps([{"instruction": p["instruction"], "output": "a baseline answer .", "generator": "gpt-4-0314"}
+                                    for p in prompts]))
+    config = _llm_config(chat_models, judge_server, tmp_path, judge="arena_hard", prompt_set="arena_hard", max_prompts=4,
+                         baseline_outputs=str(baseline), bootstrap_rounds=20)
+    metrics = run_evaluate(config)
+    outputs = json.loads((tmp_path / "run" / "outputs.json").read_text())
+    assert len(judge_server.calls) == 16  # 4 questions x 2 opponents x 2 games
+    assert judge_server.calls[0]["messages"][0]["content"].startswith("Please act as an impartial judge")
+    won = []  # the battles by hand, from the fake judge's rule (longer answer wins)
+    for row in outputs:
+        for game, (a, b) in enumerate((("a baseline answer .", row["output"]), (row["output"], "a baseline answer ."))):
+            label = arena_hard_label(a, b)
+            model_side = "B" if game == 0 else "A"
+            value = 0.5 if label == "A=B" else float(label[0] == model_side)
+            won.extend([value] * (3 if ">>" in label else 1))
+    score = metrics["arena_hard_vs_baseline"]
+    assert score["score"] == pytest.approx(100 * np.mean(won), abs=1e-2) and score["n_battles"] == len(won)
+    assert score["lower"] <= score["score"] <= score["upper"] and score["baseline"] == "gpt-4-0314"
+    assert metrics["arena_hard_vs_reference"]["baseline"] == "sft"
+
+
+def test_alpaca_eval_end_to_end_through_the_server(chat_models, judge_server, tmp_path):
+    config = _llm_config(chat_models, judge_server, tmp_path, judge="alpaca_eval", prompt_set="alpaca_eval", max_prompts=3)
+    metrics = run_evaluate(config)
+    annotations = json.loads((tmp_path / "run" / "annotations_vs_reference.json").read_text())
+    assert len(annotations) == 3 and metrics["vs_reference"]["n_skipped"] == 0
+    for row in annotations:  # the longer output wins with probability 0.9, whichever order the annotator chose
+        longer_is_model = len(row["output_2"]) > len(row["output_1"])
+        tie = len(row["output_2"]) == len(row["output_1"])
+        assert tie or row["preference"] == pytest.approx(1.9 if longer_is_model else 1.1)
+    assert metrics["vs_reference"]["win_rate"] == pytest.approx(100 * np.mean([a["preference"] - 1 for a in annotations]))
+    assert {c["model"] for c in judge_server.calls} == {"gpt-4-1106-preview"}
+
+
+def test_llm_judge_without_a_key_stops_before_sampling(chat_models, judge_server, tmp_path, monkeypatch):
+    monkeypatch.delenv("FAKE_JUDGE_KEY")
+    config = _llm_config(chat_models, judge_server, tmp_path, judge="mt_bench", prompt_set="mt_bench", max_prompts=1)
+    with pytest.raises(ConfigError, match="set the environment variable FAKE_JUDGE_KEY"):
+        run_evaluate(config)
+    assert judge_server.calls == [] and not (tmp_path / "run").exists()
+
+
+def test_benchmark_rows_and_their_figure(tmp_path):
+    from sepo.evaluate import benchmark_rows
+    from sepo.plots import benchmark_scores
+
+    arena = {"judge": "arena_hard", "vs_reference": {"win_rate": 55.0, "standard_error": 2.0},
+             "arena_hard_vs_reference": {"score": 56.0, "lower": 51.0, "upper": 60.0, "bootstrap_rounds": 100},
+             "vs_baseline": {"win_rate": 20.0, "standard_error": 1.0},
+             "arena_hard_vs_baseline": {"score": 18.0, "lower": 15.0, "upper": 22.0, "bootstrap_rounds": 100}}
+    alpaca = {"judge": "weighted_alpaca_eval_gpt4_turbo", "vs_baseline": {"win_rate": 10.0, "standard_error": 1.0},
+              "vs_baseline_length_controlled": {"length_controlled_winrate": 12.0, "lc_standard_error": 0.5}}
+    mt = {"judge": "mt_bench", "mt_bench_policy": {t: {"mean": 5.0, "stderr": 0.5} for t in ("turn_1", "turn_2", "overall")}}
+    rows = [r for metrics in (arena, alpaca, mt) for model in ("sepo", "dpo") for r in benchmark_rows(metrics, model)]
+    frame = pd.DataFrame(rows)
+    sepo_rows = frame[frame["model"] == "sepo"].set_index(["benchmark", "metric"])
+    assert tuple(sepo_rows.loc[("Arena-Hard", "score vs baseline"), ["score", "lower", "upper"]]) == (18.0, 15.0, 22.0)
+    assert sepo_rows.loc[("AlpacaEval 2", "LC win rate vs baseline"), "lower"] == pytest.approx(12.0 - 1.96 * 0.5, abs=1e-3)
+    assert sepo_rows.loc[("MT-Bench", "turn 2"), "upper"] == pytest.approx(5.0 + 1.96 * 0.5, abs=1e-3)
+    assert len(sepo_rows) == 2 + 2 + 3
+    fig = benchmark_scores(frame)
+    assert len(fig.axes) == 7 and all(len(ax.lines) >= 2 for ax in fig.axes)
+    fig.savefig(tmp_path / "benchmarks.png")

@@ -28,3 +28,17 @@ def test_json_is_strict(path):
 def test_no_absolute_paths():
     found = [f"{p.relative_to(RESULTS)}: {m.group(0)}" for p in committed(TEXT) for m in [ABSOLUTE.search(p.read_text())] if m]
     assert not found, found[:10]
+
+
+def test_readme_verdicts_match_claims_md():
+    """The README's summary of the verdicts is checked against results/claims.md, the numbers it explains."""
+    readme = (RESULTS.parent / "README.md").read_text()
+    claims = (RESULTS / "claims.md").read_text()
+    measured = dict(re.findall(r"^\| (\S+) \| .* \| \*\*(.+?)\*\* \| `results/", claims, flags=re.M))
+    stated = {}
+    for verdict, ids in re.findall(r"^- \*\*(Holds|Does not hold|Inconclusive|Mixed|Confounded|Premise not met|Not measured)\*\*"
+                                   r" \(([^)]*)\)", readme, flags=re.M):
+        for cid in (i.strip() for i in ids.split(",")):
+            stated[cid] = verdict.lower()
+    assert stated, "the README states no verdicts"
+    assert stated == measured

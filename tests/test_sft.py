@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sepo.data import tokenize_prompt, tokenize_response
 from sepo.errors import ConfigError, DataError
@@ -64,3 +65,91 @@ def test_bad_configs_fail_before_training(paths):
     with pytest.raises(ConfigError, match="data_path"):
         run_sft(config(paths, "x", data_path=str(paths / "missing")))
     assert not (paths / "x").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Conversations (TRL's conversational format, UltraChat-200k's layout)
+# --------------------------------------------------------------------------------------------
+def conversation(subject: str, answer: str, follow_up: bool) -> list[dict]:
+    messages = [{"role": "user", "content": f"review of the {subject} :"}, {"role": "assistant", "content": answer}]
+    if follow_up:
+        messages += [{"role": "user", "content": "and the bread ?"}, {"role": "assistant", "content": "the bread was fine ."}]
+    return messages
+
+
+CONVERSATIONS = [conversation("soup", "the soup was very good .", True), conversation("pizza", "the pizza was not bad .", False)] * 16
+
+
+def test_conversation_labels_cover_assistant_turns_and_their_eos_only(paths, tokenizer):
+    from training_world import CHAT_TEMPLATE
+
+    chat = type(tokenizer).from_pretrained(str(paths / "tokenizer"))
+    chat.chat_template = CHAT_TEMPLATE
+    data, report = tokenize_sft(Dataset.from_dict({"messages": CONVERSATIONS[:1], "prompt": ["unused"]}), chat,
+                                config(paths, "unused", max_length=128, max_positions=128))
+    ids, labels = data[0]["input_ids"], data[0]["labels"]
+    assert chat.decode(ids) == chat.apply_chat_template(CONVERSATIONS[0], tokenize=False)
+    labelled = [t for t in labels if t != IGNORE]
+    # each assistant turn and the EOS the template closes it with; no user turn, no generation prompt
+    assert chat.decode(labelled) == "the soup was very good .</s>the bread was fine .</s>"
+    assert labelled.count(chat.eos_token_id) == 2 and report["data/assistant_tokens"] == len(labelled)
+    # each labelled run sits right after a generation prompt: what the model sees when it answers
+    first = labels.index(next(t for t in labels if t != IGNORE))
+    prompt = chat.apply_chat_template(CONVERSATIONS[0][:1], tokenize=False, add_generation_prompt=True)
+    assert chat.decode(ids[:first]) == prompt
+    # cut at max_length: the first three assistant tokens stay; cut before any, the conversation is dropped
+    cut, cut_report = tokenize_sft(Dataset.from_dict({"messages": CONVERSATIONS[:2]}), chat,
+                                   config(paths, "unused", max_length=first + 3, max_prompt_length=8, max_positions=128))
+    assert cut[0]["labels"] == labels[: first + 3] and cut_report["data/truncated"] == 2
+    with pytest.raises(DataError, match="no conversation left.*'dropped_truncated': 1"):
+        tokenize_sft(Dataset.from_dict({"messages": CONVERSATIONS[:1]}), chat,
+                     config(paths, "unused", max_length=first, max_prompt_length=8, max_positions=128))
+
+
+@pytest.mark.parametrize("messages,message", [
+    ([{"role": "user", "content": "hi"}], r"line 2: field 'messages' has no assistant turn"),
+    ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}], r"line 2: field 'messages\[1\].role' is 'bot'"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}], r"line 2: field 'messages\[1\].content' must be a string"),
+    ([], r"line 2: field 'messages' must be a non-empty list"),
+])
+def test_bad_conversations_fail_naming_file_line_and_field_and_write_nothing(paths, messages, message):
+    from training_world import CHAT_TEMPLATE
+
+    data = paths / f"bad-{abs(hash(message))}.jsonl"
+    data.write_text(json.dumps({"messages": CONVERSATIONS[0]}) + "\n" + json.dumps({"messages": messages}) + "\n")
+    out = paths / f"bad-run-{abs(hash(message))}"
+    with pytest.raises(DataError, match=rf"{data} " + message):
+        run_sft(config(paths, out.name, data_path=str(data), chat_template=CHAT_TEMPLATE))
+    assert not out.exists()
+
+
+def test_conversations_need_a_chat_template(paths):
+    data = paths / "conversations.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in CONVERSATIONS[:2]))
+    with pytest.raises(ConfigError, match="no chat template; set SFTConfig.chat_template"):
+        run_sft(config(paths, "no-template", data_path=str(data)))
+    assert not (paths / "no-template").exists()
+
+
+def test_sft_on_conversations_learns_the_assistant_turns(paths, tokenizer):
+    from training_world import CHAT_TEMPLATE
+
+    DatasetDict({"train_sft": Dataset.from_dict({"prompt": [m[0]["content"] for m in CONVERSATIONS], "messages": CONVERSATIONS})}
+                ).save_to_disk(str(paths / "ultrachat"))
+    metrics = run_sft(config(paths, "chat-run", data_path=str(paths / "ultrachat"), split="train_sft", chat_template=CHAT_TEMPLATE,
+                             max_length=48, max_positions=48, max_steps=12, logging_steps=4))
+    # from ~log(vocabulary) at random weights to under half of it in 12 steps (deterministic on CPU)
+    assert metrics["train/loss"] < 0.8 * metrics["train/loss_mean"] and metrics["train/loss"] < 0.5 * math.log(len(tokenizer))
+    assert metrics["data/rows_out"] == 32 and metrics["data/assistant_tokens"] > 0
+    saved = AutoTokenizer.from_pretrained(paths / "chat-run" / "model")
+    assert saved.chat_template == CHAT_TEMPLATE  # the SFT model carries the template it was trained with
+
+
+def test_paper_sft_config_makes_the_reference_model_from_ultrachat():
+    from pathlib import Path
+
+    cfg = SFTConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "paper" / "sft_tinyllama-1.1b_ultrachat.yaml")
+    assert (cfg.data_path, cfg.split) == ("HuggingFaceH4/ultrachat_200k", "train_sft")
+    assert cfg.chat_template.endswith(".jinja") and cfg.bf16 and cfg.num_train_epochs == 1
+    assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps * 8 == 128
+    assert cfg.output_dir == "runs/paper/sft-tinyllama-1.1b"  # the TinyLlama oracle and policies start from its model/
