@@ -333,15 +333,17 @@ class Pipeline:
     def carried_scores(self, oracle_dir: str | Path, tokenizer) -> Path:
         """An oracle run's token scores carried to ``tokenizer``'s tokens by character offsets (cached
         beside the run); a directory that :func:`sepo.oracle.load_scored` and the policy stage read."""
-        from sepo.oracle import load_scored
+        from sepo.oracle import load_scored, save_data_record, scored_data_record
         from sepo.transfer import carry_scores_to
 
         carried_dir = Path(oracle_dir) / f"carried_{code_fingerprint('carried')}"
         if not (carried_dir / "scored" / "dataset_info.json").exists():
             c = self.config
-            carried = carry_scores_to(load_scored(str(oracle_dir)), tokenizer, max_length=c.max_length,
-                                      max_prompt_length=c.max_prompt_length)
+            carried, report = carry_scores_to(load_scored(str(oracle_dir)), tokenizer, max_length=c.max_length,
+                                              max_prompt_length=c.max_prompt_length)
+            source = scored_data_record(oracle_dir)["source"]
             with staged_dir(carried_dir) as tmp:
                 carried.save_to_disk(str(tmp / "scored"))
                 tokenizer.save_pretrained(str(tmp / "scored" / "tokenizer"))
+                save_data_record(tmp / "scored", f"{source}, scores carried to the policy's tokenizer", report)
         return carried_dir

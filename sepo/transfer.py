@@ -61,12 +61,13 @@ def carry_column(
 
 
 def carry_scores_to(scored, tokenizer, *, max_length: int, max_prompt_length: int):
-    """Re-tokenise a scored dataset with another tokenizer and carry its token rewards by character offsets."""
+    """Re-tokenise a scored dataset with another tokenizer and carry its token rewards by character offsets;
+    returns the new dataset and the report of that tokenisation (what it dropped or cut)."""
     from sepo.data import tokenize_preferences
 
     text = scored.select_columns([c for c in scored.column_names if not c.endswith(("_ids", "_offsets", "_scores")) and c != "row"])
-    retokenized, _ = tokenize_preferences(text, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    retokenized, report = tokenize_preferences(text, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
     for side in ("chosen", "rejected"):
         carried = carry_column(scored[f"{side}_scores"], scored[f"{side}_offsets"], retokenized[f"{side}_offsets"], retokenized["row"])
         retokenized = retokenized.add_column(f"{side}_scores", carried)
-    return retokenized
+    return retokenized, report

@@ -63,7 +63,7 @@ def test_paper_configs_hold_the_papers_setting():
         else:
             assert cfg.uses_reference == (cfg.loss == "dpo")
             assert cfg.data_path.startswith("runs/paper/oracle-")  # the oracle run's scored pairs
-    assert PolicyConfig.from_yaml(PAPER / "policy_sepo_pythia-6.9b.yaml").k_w == 0.3
+    assert PolicyConfig.from_yaml(PAPER / "policy_sepo_pythia-6.9b.yaml").selection_kwargs == {"k_w": 0.3, "k_l": 0.3}
     from sepo.cli import stage_functions
 
     evaluations = sorted(PAPER.glob("eval_*.yaml"))
