@@ -51,7 +51,7 @@ from sepo.trainer import (
     training_arguments,
     write_records,
 )
-from sepo.utils import seed_everything, staged_dir, write_json
+from sepo.utils import seed_everything, select_rows, staged_dir, write_json
 
 SCORED = "scored"
 
@@ -126,9 +126,9 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
     if not train_rows:
         raise ConfigError(f"oracle_fraction = {config.oracle_fraction} of {len(oracle_split)} pairs leaves no pair to train on")
     metrics: dict[str, Any] = {}
-    train_data, report = _tokenize(config, oracle_split.select(train_rows), tokenizer, "oracle")
+    train_data, report = _tokenize(config, select_rows(oracle_split, train_rows), tokenizer, "oracle")
     metrics.update(report)
-    target_data, report = _tokenize(config, target_split.select(target_rows), tokenizer, "target")
+    target_data, report = _tokenize(config, select_rows(target_split, target_rows), tokenizer, "target")
     metrics.update(report)
     eval_data = None
     if config.eval_split:

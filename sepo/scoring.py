@@ -22,7 +22,7 @@ from datasets import Dataset, load_from_disk
 from sepo.data import build_sequences, check_same_tokenizer
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import token_logps
-from sepo.utils import progress, staged_dir, write_json
+from sepo.utils import add_column, progress, staged_dir, write_json
 
 SCORE_COLUMNS = ("chosen_scores", "rejected_scores")
 _FORMAT_VERSION = 1
@@ -144,7 +144,7 @@ def score_dataset(
     for column in SCORE_COLUMNS:
         if column in scored.column_names:
             scored = scored.remove_columns(column)
-        scored = scored.add_column(column, scores[column])
+        scored = add_column(scored, column, scores[column])
     if target is not None:
         with staged_dir(target) as tmp:
             scored.save_to_disk(str(tmp / "dataset"))
