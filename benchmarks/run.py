@@ -7,6 +7,11 @@ later runs); the wall time of ``make reproduce`` is the one the reproduction rec
 ``token_scoring.py``); variants are interleaved round by round, and each ratio is taken within a
 round (variants measured minutes apart on a shared machine drift together), then summarised by
 the median and the spread (min-max) over rounds.
+
+Section 5 (``reproduction_rate.py``) runs the reproduction's own workloads (an oracle run, a policy run per loss
+family, token scoring, evaluation sampling) over the cached world and reports each one's FLOP rate as a fraction
+of the machine's fp32 matmul rate measured in the same round; ``--only-rates`` measures that section alone and
+puts it into the existing report. ``stage_split.py`` splits a cold ``make reproduce`` by stage from ``cache/``.
 """
 
 from __future__ import annotations
