@@ -90,6 +90,17 @@ def preallocated_cache(capacity: int) -> DynamicCache:
     return cache
 
 
+def cache_for(model, capacity: int) -> dict:
+    """``past_key_values`` for ``generate``: a :func:`preallocated_cache` when every layer is full attention,
+    else nothing (sliding-window, linear-attention or encoder-decoder models keep the cache ``generate`` picks)."""
+    config = model.config.get_text_config(decoder=True)
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    if model.config.is_encoder_decoder or any(t != "full_attention" for t in layer_types) \
+            or getattr(config, "sliding_window", None):
+        return {}
+    return {"past_key_values": preallocated_cache(capacity)}
+
+
 def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:
     """The tokens before the first EOS (all of them if none was sampled)."""
     ids = list(ids)
@@ -136,7 +147,7 @@ def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 
             input_ids, attention_mask = left_pad(encoded, pad_id)
             generated = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                past_key_values=preallocated_cache(input_ids.shape[1] + max_new_tokens),
+                **cache_for(model, input_ids.shape[1] + max_new_tokens),
                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
                 num_return_sequences=num_samples, eos_token_id=eos_id, pad_token_id=pad_id, **sampling,
             )  # (B * num_samples, T + new), the samples of one prompt adjacent

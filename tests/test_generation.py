@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_llama
 from sepo.errors import ConfigError
-from sepo.generation import PreallocatedLayer, left_pad, preallocated_cache, sample_responses, strip_after_eos
+from sepo.generation import PreallocatedLayer, cache_for, left_pad, preallocated_cache, sample_responses, strip_after_eos
 
 PROMPTS = ["review of the pizza at luigi 's :", "the soup", "i did not like the dessert at all ."]
 
@@ -86,3 +86,12 @@ def test_preallocated_layer_by_hand():
     k3, v3 = torch.randn(1, 1, 1, 4), torch.randn(1, 1, 1, 4)
     keys, _ = layer.update(k3, v3)
     assert torch.equal(keys, torch.cat([k[1:], k2[1:], k3], dim=-2))
+
+
+def test_cache_for_leaves_sliding_window_models_to_generate(model):
+    from transformers import MistralConfig
+
+    assert "past_key_values" in cache_for(model, 8)
+    sliding = MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=2, sliding_window=4)
+    assert cache_for(type("M", (), {"config": sliding})(), 8) == {}
