@@ -7,6 +7,11 @@ later runs); the wall time of ``make reproduce`` is the one the reproduction rec
 ``token_scoring.py``); variants are interleaved round by round, and each ratio is taken within a
 round (variants measured minutes apart on a shared machine drift together), then summarised by
 the median and the spread (min-max) over rounds.
+
+Section 5 (``reproduction_rate.py``) runs the reproduction's own workloads (an oracle run, a policy run per loss
+family, token scoring, evaluation sampling) over the cached world and reports each one's FLOP rate as a fraction
+of the machine's fp32 matmul rate measured in the same round; ``--only-rates`` measures that section alone and
+puts it into the existing report. ``stage_split.py`` splits a cold ``make reproduce`` by stage from ``cache/``.
 """
 
 from __future__ import annotations
@@ -115,6 +120,75 @@ def scaling(args) -> dict:
                                                                 "prompt_len": args.prompt_len, "pairs": args.pairs,
                                                                 "batch": args.batch, "repeats": 2})
     return rows
+
+
+RATE_WORKLOADS = (("oracle", "", "small"), ("policy", "dpo", "medium"), ("policy", "simpo", "medium"),
+                  ("policy", "sepo", "medium"), ("scoring", "", "small"), ("sampling", "", "medium"))
+RATE_TARGETS = {"oracle": 0.5, "policy": 0.5, "sampling": 0.3}  # of the fp32 rate at the issue's shape
+ISSUE_SHAPE = "1333:176:704"  # the shape at which the issue measured the machine's matmul rate
+TRAIN_TOKENS, DECODE_ROWS = 1333, 128  # rows of a training step's / a decoding step's matrix products
+
+
+def reproduction_rates(args) -> dict:
+    """Rounds of: the matmul rates, then every workload of ``RATE_WORKLOADS`` in a fresh process; FLOPs counted in round 1."""
+    import tempfile
+
+    shapes = ",".join([ISSUE_SHAPE] + [f"{size}:{TRAIN_TOKENS}" for size in ("small", "medium")] + [f"medium:{DECODE_ROWS}"])
+    out: dict = {"matmul": [], "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rate_rounds):
+            print(f"[rates] round {r + 1}/{args.rate_rounds} matmul (load {load()})", flush=True)
+            out["matmul"].append(run_worker("reproduction_rate.py", {"what": "matmul", "shapes": shapes}))
+            oracle_dir = ""
+            for what, loss, _ in RATE_WORKLOADS:
+                name = f"{what}/{loss}" if loss else what
+                print(f"[rates] round {r + 1}/{args.rate_rounds} {name} (load {load()})", flush=True)
+                out_dir = Path(tmp) / f"round{r}" / name.replace("/", "_")
+                row = run_worker("reproduction_rate.py", {"what": what, "loss": loss or "dpo", "world": args.rate_world,
+                                                          "oracle_dir": oracle_dir, "out_dir": out_dir, "count_flops": int(r == 0)})
+                if what == "oracle":
+                    oracle_dir = str(next((out_dir / "timed" / "oracle").iterdir()))
+                out["runs"].setdefault(name, []).append(row)
+    return out
+
+
+def rates_section(rows: dict, args) -> list[str]:
+    """Achieved FLOP rate of each reproduction workload as a fraction of the machine's matmul rate, per round."""
+    mm = rows["matmul"]
+    lines = ["## 5. The reproduction's workloads against the machine's matrix-product rate", "",
+             f"`.venv/bin/python benchmarks/reproduction_rate.py --what W`: each workload of the reproduction (world "
+             f"`{args.rate_world}`, the main table's settings) in a fresh process, {args.rate_rounds} rounds, workloads "
+             "interleaved within a round; FLOPs counted once (`FlopCounterMode`: matrix products and attention, forward "
+             "and backward) and divided by each round's wall time. The machine's rate is `F.linear` in a fresh process of "
+             "the same round: at the issue's shape (1333 x 176 x 704) and, mixed by FLOPs, at the shapes of a model's "
+             f"linear layers ({TRAIN_TOKENS} rows for training and scoring, {DECODE_ROWS} rows for a decoding step).", "",
+             "| matmul | fp32 GFLOP/s | bf16 GFLOP/s |", "| --- | --- | --- |"]
+    for key in mm[0]:
+        label = f"{key.replace(':', ' x ')} (issue's shape)" if key == ISSUE_SHAPE else \
+            f"{key.split(':')[0]} model's linear layers, {key.split(':')[1]} rows"
+        lines.append(f"| {label} | {spread([m[key]['float32'] for m in mm], '{:.0f}')} | "
+                     f"{spread([m[key]['bfloat16'] for m in mm], '{:.0f}')} |")
+    lines += ["", "| workload | wall s | GFLOP | GFLOP/s | of fp32 rate, issue's shape | target | of fp32 rate, own shapes |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for what, loss, size in RATE_WORKLOADS:
+        name = f"{what}/{loss}" if loss else what
+        runs = rows["runs"][name]
+        gflop = runs[0]["gflop"]
+        own = f"{size}:{DECODE_ROWS if what == 'sampling' else TRAIN_TOKENS}"
+        rate = [gflop / run["seconds"] for run in runs]
+        issue = [x / m[ISSUE_SHAPE]["float32"] for x, m in zip(rate, mm)]
+        shapes = [x / m[own]["float32"] for x, m in zip(rate, mm)]
+        target = RATE_TARGETS.get(what)
+        lines.append(f"| {name} | {spread([run['seconds'] for run in runs])} | {gflop:.1f} | {spread(rate, '{:.1f}')} | "
+                     f"{spread(issue)} | {f'>= {target:.2f}' if target else ''} | {spread(shapes)} |")
+        if target:
+            met = statistics.median(issue) >= target
+            verdicts.append(f"- {name}: {statistics.median(issue):.2f} of the fp32 rate vs target {target:.2f}: "
+                            f"**{'met' if met else 'missed'}**")
+    return lines + ["", "Targets:", *verdicts, "",
+                    "Wall time is the whole stage call (loading models and data, training, saving; an oracle run also "
+                    "evaluates and scores its target split), as in the reproduction.", ""]
 
 
 def whole_commands() -> dict:
@@ -299,6 +373,16 @@ def commands_section() -> list[str]:
     return lines + [""]
 
 
+def replace_section(text: str, heading: str, section: str) -> str:
+    """``text`` with its ``## `` section starting with ``heading`` replaced by ``section`` (appended if absent)."""
+    parts = text.split("\n## ")
+    head, sections = parts[0], ["## " + p for p in parts[1:]]
+    kept = [s for s in sections if not s.startswith(heading)]
+    index = next((i for i, s in enumerate(sections) if s.startswith(heading)), len(kept))
+    kept.insert(index, section.rstrip("\n") + "\n")
+    return "\n".join([head.rstrip("\n") + "\n"] + [s.rstrip("\n") + "\n" for s in kept])
+
+
 def write_report(path: Path, text: str) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
@@ -318,17 +402,35 @@ def main() -> None:
     parser.add_argument("--score-repeats", type=int, default=3, help="timed scoring passes per process")
     parser.add_argument("--scaling-response-lens", type=lambda s: [int(x) for x in s.split(",")], default=[32, 224])
     parser.add_argument("--whole-commands", action="store_true", help="also time `make test` in a fresh clone")
+    parser.add_argument("--rate-rounds", type=int, default=2, help="rounds of the reproduction-workload rates (section 5)")
+    parser.add_argument("--rate-world", default="default", help="world of section 5: default, smoke or a WorldConfig YAML")
+    parser.add_argument("--only-rates", action="store_true",
+                        help="measure section 5 only and put it into the existing report, keeping the other sections")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "performance.md")
     args = parser.parse_args()
 
     started, load_before = time.perf_counter(), load()
     info = machine()
+    if args.only_rates:
+        rated = reproduction_rates(args)
+        section = rates_section(rated, args)
+        command = "make bench  # = .venv/bin/python benchmarks/run.py " + " ".join(sys.argv[1:])
+        section[1:1] = ["", f"Written by `{command.strip()}` in {(time.perf_counter() - started) / 60:.1f} min; "
+                        "machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) +
+                        f"; load average before: {load_before}, after: {load()}."]
+        write_report(args.out, replace_section(args.out.read_text() if args.out.exists() else "", "## 5.", "\n".join(section)))
+        tmp = args.out.with_name("performance_rates.json.tmp")
+        tmp.write_text(json.dumps({"machine": info, **rated}, indent=1))
+        os.replace(tmp, args.out.with_name("performance_rates.json"))
+        print("\n".join(section))
+        return
     if args.whole_commands:
         COMMANDS_FILE.parent.mkdir(parents=True, exist_ok=True)
         data = whole_commands()
         tmp = COMMANDS_FILE.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, COMMANDS_FILE)
+    rated = reproduction_rates(args)
     steps = policy_steps(args)
     profiled = profiles(args)
     scores = scoring(args)
@@ -344,9 +446,12 @@ def main() -> None:
               "{floor,ours,official} --vocab V` (each prints JSON).", ""]
     text = "\n".join(header + step_section(steps, args) + profile_section(profiled, args) + scoring_section(scores, args)
                      + commands_section()
-                     + scaling_section(growth, steps, scores, args))
+                     + scaling_section(growth, steps, scores, args) + rates_section(rated, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, text)
+    tmp = args.out.with_name("performance_rates.json.tmp")
+    tmp.write_text(json.dumps({"machine": info, **rated}, indent=1))
+    os.replace(tmp, args.out.with_name("performance_rates.json"))
     raw = {"machine": info, "steps": {f"{v}/{n}": r for (v, n), r in steps.items()},
            "profiles": {f"{v}/{n}": r for (v, n), r in profiled.items()},
            "scoring": {f"{v}/{n}": r for (v, n), r in scores.items()}, "scaling": {f"{v}/{n}": r for (v, n), r in growth.items()}}

@@ -28,6 +28,7 @@ from datasets import Dataset
 
 from sepo.errors import DataError, TokenizerMismatchError
 from sepo.logprobs import response_positions
+from sepo.utils import add_column, select_rows
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 RESPONSES = ("chosen", "rejected")
@@ -233,14 +234,14 @@ def tokenize_preferences(
     report.rows_out = len(keep_rows)
     if not keep_rows:
         raise DataError(f"{source or 'data'}: no row left after filtering: {report.to_dict()}")
-    base = dataset.select(keep_rows) if keep_text else Dataset.from_dict({})
+    base = select_rows(dataset, keep_rows) if keep_text else Dataset.from_dict({})
     if not keep_text:
         return Dataset.from_dict(columns), report
     for name in columns:
         if name in base.column_names:
             base = base.remove_columns(name)
     for name, values in columns.items():
-        base = base.add_column(name, values)
+        base = add_column(base, name, values)
     return base, report
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -853,6 +854,7 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
     reference_generator = config.reference_generator or _default_name(config.reference_dir)
 
     # 2. sample
+    clock = {"start": time.perf_counter()}  # wall clock per step, kept in timing.json (not in metrics.json)
     seed_everything(config.seed)
     model_inputs = _model_inputs(config, prompts)
     policy_responses = None
@@ -869,6 +871,7 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
                                              reference_generator)
 
     # 3. judge
+    clock["sampled"] = time.perf_counter()
     n_outputs = len(policy_rows) * config.num_samples * 2 if mt_bench else len(policy_rows)  # MT-Bench: two turns
     metrics: dict[str, Any] = {"judge": judge.name, "n_prompts": len(prompts), "n_outputs": n_outputs}
     annotations: dict[str, list[dict]] = {}
@@ -898,6 +901,7 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
                                             "n_skipped": len(scores) - len(parsed)}
 
     # 4. KL to the reference (on the first turns for MT-Bench, with samples of the policy itself)
+    clock["judged"] = time.perf_counter()
     if config.estimate_kl:
         kl_responses = policy_responses if config.samples_are_from_policy else None
         metrics["kl"] = estimate_kl(policy, reference, tokenizer, model_inputs, kl_responses,
@@ -905,7 +909,11 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
                                     seed=config.seed, batch_size=config.batch_size)
 
     # 5. write everything at once
+    clock["kl"] = time.perf_counter()
     with staged_dir(config.out_dir) as tmp:
+        write_json(tmp / "timing.json", {"sampling_seconds": clock["sampled"] - clock["start"],
+                                         "judging_seconds": clock["judged"] - clock["sampled"],
+                                         "kl_seconds": clock["kl"] - clock["judged"]})
         write_json(tmp / "outputs.json", policy_rows)
         write_json(tmp / "reference_outputs.json", reference_rows)
         for name, rows in annotations.items():

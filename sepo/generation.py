@@ -8,6 +8,11 @@ alone, without EOS or padding, ready to be re-tokenised by :func:`sepo.data.toke
 Samples are deterministic for a seed: the generator is seeded once per call (inside
 ``torch.random.fork_rng``, so the caller's random state is untouched) and batches are drawn in a
 fixed order. The same prompts, seed and ``batch_size`` give the same samples.
+
+The key/value cache lives in buffers allocated once per batch (:class:`PreallocatedCache`) instead of
+``DynamicCache``'s ``torch.cat`` of the whole cache at every token and layer; attention reads the same
+values, so the samples are token for token those of ``model.generate`` with its default cache
+(``tests/test_generation.py`` checks it).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from sepo.data import tokenize_prompt
 from sepo.errors import ConfigError
@@ -30,6 +36,69 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
         input_ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
         attention_mask[i, width - len(s):] = 1
     return input_ids, attention_mask
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values are views of buffers holding ``capacity`` positions.
+
+    ``update`` writes the new positions into the buffers (growing them by doubling if ever needed)
+    instead of concatenating the whole cache, and returns views of the filled part: the same values
+    ``DynamicLayer`` returns. Any other change of the cache (``crop``, beam reordering) goes through
+    ``DynamicLayer`` and the next ``update`` copies the result into new buffers.
+    """
+
+    def __init__(self, capacity: int = 0):
+        super().__init__()
+        self.capacity = capacity
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.get_seq_length()
+        if self._buffers is None or self._buffers[0].shape[-2] < length + key_states.shape[-2] \
+                or self.keys.data_ptr() != self._buffers[0].data_ptr():
+            self._buffers = self._allocate(key_states, value_states, length)
+        end = length + key_states.shape[-2]
+        keys, values = self._buffers
+        keys[..., length:end, :] = key_states
+        values[..., length:end, :] = value_states
+        self.keys, self.values = keys[..., :end, :], values[..., :end, :]
+        return self.keys, self.values
+
+    def _allocate(self, key_states: torch.Tensor, value_states: torch.Tensor, length: int):
+        """Buffers for at least ``capacity`` positions holding the ``length`` cached ones."""
+        need = length + key_states.shape[-2]
+        size = max(self.capacity, need, 2 * (self._buffers[0].shape[-2] if self._buffers is not None else 0))
+        out = []
+        for new, old in ((key_states, self.keys), (value_states, self.values)):
+            buffer = new.new_empty((*new.shape[:-2], size, new.shape[-1]))
+            if length:
+                buffer[..., :length, :] = old
+            out.append(buffer)
+        return tuple(out)
+
+    def reset(self) -> None:
+        self._buffers = None
+        super().reset()
+
+
+def preallocated_cache(capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` of :class:`PreallocatedLayer` (one per model layer, made lazily) for ``capacity`` positions."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = lambda: PreallocatedLayer(capacity)
+    return cache
+
+
+def cache_for(model, capacity: int) -> dict:
+    """``past_key_values`` for ``generate``: a :func:`preallocated_cache` when every layer is full attention,
+    else nothing (sliding-window, linear-attention or encoder-decoder models keep the cache ``generate`` picks)."""
+    config = model.config.get_text_config(decoder=True)
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"]
+    if model.config.is_encoder_decoder or any(t != "full_attention" for t in layer_types) \
+            or getattr(config, "sliding_window", None):
+        return {}
+    return {"past_key_values": preallocated_cache(capacity)}
 
 
 def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:
@@ -78,6 +147,7 @@ def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 
             input_ids, attention_mask = left_pad(encoded, pad_id)
             generated = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                **cache_for(model, input_ids.shape[1] + max_new_tokens),
                 max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
                 num_return_sequences=num_samples, eos_token_id=eos_id, pad_token_id=pad_id, **sampling,
             )  # (B * num_samples, T + new), the samples of one prompt adjacent

@@ -54,7 +54,7 @@ from sepo.trainer import (
     training_arguments,
     write_records,
 )
-from sepo.utils import seed_everything, staged_dir, write_json
+from sepo.utils import seed_everything, select_rows, staged_dir, write_json
 
 SCORED = "scored"
 DATA_RECORD = "data.json"  # in scored/: {"source": where the pairs came from, "report": TokenizeReport counts}
@@ -132,10 +132,10 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
         raise ConfigError(f"oracle_fraction = {config.oracle_fraction} of {len(oracle_split)} pairs leaves no pair to train on")
     metrics: dict[str, Any] = {}
     target_source = data_source(config.data_path, config.target_split)
-    train_data, report = _tokenize(config, oracle_split.select(train_rows), tokenizer, "oracle",
+    train_data, report = _tokenize(config, select_rows(oracle_split, train_rows), tokenizer, "oracle",
                                    data_source(config.data_path, config.oracle_split))
     metrics.update(report)
-    target_data, target_report = _tokenize(config, target_split.select(target_rows), tokenizer, "target", target_source)
+    target_data, target_report = _tokenize(config, select_rows(target_split, target_rows), tokenizer, "target", target_source)
     metrics.update(target_report)
     eval_data = None
     if config.eval_split:

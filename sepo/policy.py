@@ -48,7 +48,7 @@ from sepo.trainer import (
     training_arguments,
     write_records,
 )
-from sepo.utils import seed_everything
+from sepo.utils import add_column, seed_everything
 
 TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 SELECTION_COLUMNS = ("chosen_selected", "rejected_selected")
@@ -151,7 +151,7 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
                                     f"{len(response)} tokens in {ids}")
             if name in dataset.column_names:
                 dataset = dataset.remove_columns(name)
-            dataset = dataset.add_column(name, values)
+            dataset = add_column(dataset, name, values)
         metrics["selection/chosen_fraction"] = sum(map(sum, chosen)) / max(1, sum(map(len, chosen)))
         metrics["selection/rejected_fraction"] = sum(map(sum, rejected)) / max(1, sum(map(len, rejected)))
     keep = TOKENIZED_COLUMNS + (SELECTION_COLUMNS if get_loss(config.loss).needs_selection else ())

@@ -22,7 +22,7 @@ from datasets import Dataset, load_from_disk
 from sepo.data import build_sequences, check_same_tokenizer, row_places
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import token_logps
-from sepo.utils import progress, staged_dir, write_json
+from sepo.utils import add_column, progress, staged_dir, write_json
 
 SCORE_COLUMNS = ("chosen_scores", "rejected_scores")
 _FORMAT_VERSION = 1
@@ -112,7 +112,7 @@ def _with_columns(dataset: Dataset, columns: dict[str, list]) -> Dataset:
     for name, values in columns.items():
         if name in dataset.column_names:
             dataset = dataset.remove_columns(name)
-        dataset = dataset.add_column(name, values)
+        dataset = add_column(dataset, name, values)
     return dataset
 
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_llama
 from sepo.errors import ConfigError
-from sepo.generation import left_pad, sample_responses, strip_after_eos
+from sepo.generation import PreallocatedLayer, cache_for, left_pad, preallocated_cache, sample_responses, strip_after_eos
 
 PROMPTS = ["review of the pizza at luigi 's :", "the soup", "i did not like the dessert at all ."]
 
@@ -56,3 +56,42 @@ def test_bad_arguments_fail(model, tokenizer):
                           ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"batch_size": 0}, "batch_size")):
         with pytest.raises(ConfigError, match=field):
             sample_responses(model, tokenizer, PROMPTS, **kwargs)
+
+
+def test_preallocated_cache_samples_the_tokens_of_the_default_cache(model, tokenizer):
+    """The sampler's cache changes where keys and values live, not what is drawn: token for token equal."""
+    ids, mask = left_pad([[1, 5, 6, 7, 9], [1, 8], [1, 4, 4]], tokenizer.pad_token_id)
+
+    def draw(**cache):
+        torch.manual_seed(11)
+        with torch.inference_mode():
+            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=3,
+                                  num_return_sequences=2, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **cache)
+
+    for capacity in (ids.shape[1] + 12, 2):  # room for everything; too small, so the buffers grow while sampling
+        assert torch.equal(draw(past_key_values=preallocated_cache(capacity)), draw())
+
+
+def test_preallocated_layer_by_hand():
+    layer = PreallocatedLayer(capacity=3)
+    k, v = torch.randn(2, 1, 2, 4), torch.randn(2, 1, 2, 4)
+    keys, values = layer.update(k, v)
+    assert torch.equal(keys, k) and torch.equal(values, v) and layer._buffers[0].shape[-2] == 3
+    k2, v2 = torch.randn(2, 1, 2, 4), torch.randn(2, 1, 2, 4)  # beyond the capacity: the buffers double
+    keys, values = layer.update(k2, v2)
+    assert torch.equal(keys, torch.cat([k, k2], dim=-2)) and torch.equal(values, torch.cat([v, v2], dim=-2))
+    assert layer.get_seq_length() == 4 and layer._buffers[0].shape[-2] == 6
+    layer.batch_select_indices(torch.tensor([1]))  # a reordering leaves a fresh tensor; the next update rebuffers
+    k3, v3 = torch.randn(1, 1, 1, 4), torch.randn(1, 1, 1, 4)
+    keys, _ = layer.update(k3, v3)
+    assert torch.equal(keys, torch.cat([k[1:], k2[1:], k3], dim=-2))
+
+
+def test_cache_for_leaves_sliding_window_models_to_generate(model):
+    from transformers import MistralConfig
+
+    assert "past_key_values" in cache_for(model, 8)
+    sliding = MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=2, sliding_window=4)
+    assert cache_for(type("M", (), {"config": sliding})(), 8) == {}
