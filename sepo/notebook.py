@@ -129,6 +129,18 @@ def write_results(results_dir: str | Path, config: ExperimentConfig, metrics: di
     write_text(out / "config.yaml", yaml.safe_dump(portable(config), sort_keys=False))
     write_json(out / "metrics.json", _strict(metrics))
     for name, frame in (tables or {}).items():
-        text = frame.to_markdown(index=False, floatfmt=".3f") if hasattr(frame, "to_markdown") else str(frame)
-        write_text(out / f"{name}.md", text + "\n")
+        write_text(out / f"{name}.md", markdown(frame) + "\n")
     return out
+
+
+def markdown(frame) -> str:
+    """A frame as a markdown table: three decimals, or scientific notation for a column of small numbers
+    (learning rates), which three decimals would show as 0.000."""
+    if not hasattr(frame, "to_markdown"):
+        return str(frame)
+    formats = []
+    for column in frame.columns:
+        values = frame[column]
+        small = values.dtype.kind == "f" and values.notna().any() and (values.dropna().abs().between(1e-12, 1e-2, inclusive="both")).all()
+        formats.append(".1e" if small else ".3f")
+    return frame.to_markdown(index=False, floatfmt=tuple(formats))

@@ -149,3 +149,12 @@ def test_frontier_points_are_the_sft_model_every_checkpoint_and_the_final_model_
     # a checkpoint at the last step already holds the final weights: they are evaluated once
     assert [p[1] for p in seen["points"]] == expected
     assert seen["points"][0][2] == "sft" and seen["points"][-1][2].endswith("model" if expected[-1] == -1 else "checkpoint-96")
+
+
+def test_markdown_tables_show_small_numbers_in_scientific_notation():
+    import pandas as pd
+
+    from sepo.notebook import markdown
+
+    text = markdown(pd.DataFrame({"method": ["A"], "lr": [3e-5], "win_rate": [0.75]}))
+    assert "3.0e-05" in text and "0.750" in text and "0.000" not in text
