@@ -93,7 +93,7 @@ def oracle_fraction_claims(frame) -> dict[str, dict]:
     grows with the oracle's data)."""
     import math
 
-    fractions = sorted(frame.fraction.unique())
+    fractions = sorted(float(f) for f in frame.fraction.unique())
     columns = [("chosen_precision", "chosen precision vs gold")]
     if "policy_win_rate" in frame:
         columns.append(("policy_win_rate", "SePO policy win rate"))
