@@ -1,6 +1,6 @@
 """One stage of the mini-world reproduction, timed, with its FLOPs: how close it runs to the matmul rate.
 
-``--what`` picks the workload, each run exactly as the reproduction runs it (``sepo.experiments.Pipeline``
+``--what`` picks the workload, each run exactly as the reproduction runs it (``sepo.pipeline.Pipeline``
 with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--out-dir``, never the cache):
 
 * ``matmul``: the machine's fp32 and bf16 matrix-product rate (``F.linear``) at the mini models' shapes;
@@ -111,7 +111,7 @@ def flop_counter():
 
 def pipeline(world: str, out_dir: Path):
     """The reproduction's pipeline over the cached world, writing its runs under ``out_dir``."""
-    from sepo.experiments import ExperimentConfig, Pipeline
+    from sepo.pipeline import ExperimentConfig, Pipeline
 
     p = Pipeline(ExperimentConfig(world=world, cache_dir=str(ROOT / "cache")))
     p.cache = out_dir  # the world stays the cached one; every stage run is fresh
@@ -120,7 +120,7 @@ def pipeline(world: str, out_dir: Path):
 
 def workload(args, p, out_dir: Path):
     """A callable doing one workload once into ``out_dir``, and a description of it."""
-    from sepo.experiments import method
+    from sepo.methods import method
 
     if args.what == "oracle":
         def run():
@@ -133,7 +133,7 @@ def workload(args, p, out_dir: Path):
 
         def run():
             p.cache = out_dir
-            run_dir, _ = p.policy(recipe, seed=0, data=args.oracle_dir if args.loss == "sepo" else None)
+            run_dir, _ = p.policy(recipe, seed=0, data=args.oracle_dir if recipe.needs_selection else None)
             return json.loads((run_dir / "timing.json").read_text())
         return run
     if args.what == "scoring":
