@@ -145,7 +145,7 @@ def workload(args, p, out_dir: Path):
         tokenizer = load_tokenizer(sft, "sft")
         config = OracleConfig(reference_path=sft, data_path=p.data_path(), output_dir=str(out_dir), max_length=128,
                               max_prompt_length=32)
-        data, _ = _tokenize(config, load_preferences(p.data_path(), "train"), tokenizer, "target")
+        data, _ = _tokenize(config, load_preferences(p.data_path(), "train"), tokenizer, "target", p.data_path())
         oracle, reference = load_causal_lm(sft, "oracle"), load_causal_lm(sft, "reference")
 
         def run():
