@@ -97,20 +97,27 @@ def outputs_records(prompts: Sequence[dict], responses: Sequence[Sequence[str]],
     return rows
 
 
-def load_outputs(path: str | Path) -> list[dict]:
-    """An outputs file in AlpacaEval's layout (JSON list); a row missing a field is an error naming it."""
+def read_json_rows(path: str | Path, what: str) -> list[dict]:
+    """A file holding a non-empty JSON list of objects (AlpacaEval's layout); one error naming the file and row."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"outputs file not found: {path}")
+        raise DataError(f"{what} file not found: {path}")
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(rows, list) or not rows:
-        raise DataError(f"{path}: expected a non-empty JSON list of rows")
+        raise DataError(f"{path}: expected a non-empty JSON list of {what} rows")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {i} is a {type(row).__name__}, expected an object")
+    return rows
+
+
+def load_outputs(path: str | Path) -> list[dict]:
+    """An outputs file in AlpacaEval's layout (JSON list); a row missing a field is an error naming it."""
+    rows = read_json_rows(path, "outputs")
+    for i, row in enumerate(rows):
         for field in OUTPUT_FIELDS:
             if field not in row:
                 raise DataError(f"{path}: row {i}: missing field '{field}'")
@@ -234,19 +241,7 @@ def win_rate(annotations: Sequence[dict] | pd.DataFrame) -> dict[str, float]:
 
 def load_annotations(path: str | Path) -> list[dict]:
     """An annotation file in AlpacaEval's layout (a JSON list of rows, e.g. alpaca_eval's ``annotations.json``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"annotation file not found: {path}")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    if not isinstance(rows, list) or not rows:
-        raise DataError(f"{path}: expected a non-empty JSON list of annotation rows")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: row {i} is a {type(row).__name__}, expected an object")
-    return rows
+    return read_json_rows(path, "annotation")
 
 
 def _alpaca_eval_order(frame: pd.DataFrame, source: str, benchmark_root: str | Path | None) -> pd.DataFrame:

@@ -15,7 +15,6 @@ the project.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -101,17 +100,6 @@ def config_from(namespace: dict, notebook: dict[str, Any] | None = None, cls: ty
     return cls.from_dict(values, notebook=own)
 
 
-def _strict(value: Any) -> Any:
-    """Numbers JSON cannot hold (NaN, inf) as None, in nested mappings and lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def portable(config: ExperimentConfig) -> dict[str, Any]:
     """The config as recorded in results: paths inside the project written relative to it."""
     out = config.to_dict()
@@ -127,7 +115,7 @@ def write_results(results_dir: str | Path, config: ExperimentConfig, metrics: di
     out = resolve(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(portable(config), sort_keys=False))
-    write_json(out / "metrics.json", _strict(metrics))
+    write_json(out / "metrics.json", metrics)  # strict JSON: NaN and inf written as null
     for name, frame in (tables or {}).items():
         write_text(out / f"{name}.md", markdown(frame) + "\n")
     return out

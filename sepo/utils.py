@@ -71,13 +71,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
     The text is made before the file is opened, so a value JSON cannot hold leaves no file behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps_json(obj)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text(path, dumps_json(obj))
 
 
 @contextlib.contextmanager

@@ -170,9 +170,9 @@ def test_claims_md_renders_strict_json_records_with_null_bounds(tmp_path):
 
     record = C.main_table_claims(rows({"SePO": [0.9], "DPO": [0.1]}))["C2"]
     (tmp_path / "04_main_table").mkdir()
-    from sepo.notebook import _strict
+    from sepo.utils import write_json
 
-    (tmp_path / "04_main_table" / "metrics.json").write_text(json.dumps({"claims": {"C2": _strict(record)}}, allow_nan=False))
+    write_json(tmp_path / "04_main_table" / "metrics.json", {"claims": {"C2": record}})  # infinite bounds -> null
     text = C.write_claims(tmp_path).read_text()
     assert "+0.800 [n/a, n/a] over n=1 seeds" in text
 

@@ -96,12 +96,11 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 def write_card(card: dict[str, Any], kept, out_dir: str | Path) -> Path:
     """``world_card.json`` and ``world_card.md`` (with the selected-token table) in ``out_dir``."""
-    from sepo.notebook import _strict
     from sepo.pipeline import resolve
     from sepo.utils import write_json, write_text
 
     out = resolve(out_dir)
-    write_json(out / "world_card.json", _strict(card))
+    write_json(out / "world_card.json", card)
     table = kept.to_markdown(index=False, floatfmt=".3f")
     write_text(out / "world_card.md", "# World card\n\n" + card_markdown(card)
                + "\nTokens the default oracles' selection keeps most often (top-k of chosen, bottom-k of rejected):\n\n"
