@@ -76,6 +76,10 @@ class ExperimentConfig(StageConfig):
     eval_samples: int = help_field(2, help="samples per prompt")
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
+    tier: str = help_field("mini", help="'mini': the mini world (this package's reproduction); 'paper': the paper's "
+                                        "models, data and LLM judges, set in `paper` (sepo.world.paper)")
+    paper: dict = help_field({}, help="the paper tier's models, data, judges and training settings "
+                                      "(sepo.world.paper.PaperTierConfig); ignored by the mini tier")
     notebook: dict = help_field({}, help="the notebook's own parameters (its sweep), recorded with the shared ones")
 
     def validate(self) -> None:
@@ -92,6 +96,11 @@ class ExperimentConfig(StageConfig):
         self._require(all(lr > 0 for lr in self.policy_lr_grid), "policy_lr_grid", "learning rates must be > 0")
         for name, settings in self.method_settings.items():
             method(name, settings)  # raises a ConfigError naming the method
+        self._require(self.tier in ("mini", "paper"), "tier", "'mini' or 'paper'")
+        if self.tier == "paper":
+            from sepo.world.paper import PaperTierConfig
+
+            PaperTierConfig.from_dict(self.paper)  # raises a ConfigError naming the parameter
 
 
 def world_config(name: str):
@@ -122,7 +131,12 @@ def summarize_evaluation(metrics: dict) -> dict[str, float]:
 
 
 class Pipeline:
-    """The mini world and cached runs of every stage, for one :class:`ExperimentConfig`."""
+    """The world of the experiment's tier and cached runs of every stage, for one :class:`ExperimentConfig`.
+
+    ``tier: mini`` builds (or loads) the mini world; ``tier: paper`` holds a
+    :class:`~sepo.world.paper.PaperWorld` (named models, a preference dataset, LLM judges) that offers
+    the same data, models and prompts, so that a notebook runs either tier unchanged.
+    """
 
     def __init__(self, config: ExperimentConfig):
         from sepo.cache import log_usage
@@ -130,6 +144,13 @@ class Pipeline:
 
         self.config = config
         self.cache = resolve(config.cache_dir)
+        if config.tier == "paper":
+            from sepo.world.paper import PaperWorld
+
+            self.world = PaperWorld(config, self.cache)  # stops here on a missing key, model or dataset
+            self.derived = self.world.root / "derived"
+            self.derived.mkdir(parents=True, exist_ok=True)
+            return
         world = world_config(config.world)
         existed = world_exists(world, self.cache / "world")
         self.world = build_world(world, root=self.cache / "world")
@@ -205,7 +226,8 @@ class Pipeline:
             per_device_batch_size=c.batch_size, seed=seed, logging_steps=c.logging_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, score_batch_size=c.score_batch_size,
         )
-        return cached_run("oracle", OracleConfig, values, run_oracle, self.cache)
+        values.update(self._tier_values("oracle"))
+        return cached_run("oracle", OracleConfig, values, self._runner("oracle", run_oracle), self.cache)
 
     def policy(self, recipe: Method, seed: int, *, size: str | None = None, data: str | None = None,
                world: str = "id", save_steps: int = 0, reference_path: str | None = None,
@@ -239,7 +261,8 @@ class Pipeline:
         )
         if recipe.needs_selection:
             values.update(selector=recipe.selector, selection_kwargs=dict(recipe.selection_kwargs))
-        return cached_run("policy", PolicyConfig, values, run_policy, self.cache)
+        values.update(self._tier_values("policy"))
+        return cached_run("policy", PolicyConfig, values, self._runner("policy", run_policy), self.cache)
 
     def evaluate(self, model_dir: str | Path, seed: int, *, size: str | None = None, world: str = "id",
                  reference_dir: str | None = None, split: str = "test") -> dict:
@@ -248,6 +271,11 @@ class Pipeline:
         from sepo.evaluate import EvalConfig, run_evaluate
 
         c = self.config
+        if c.tier == "paper":  # the configured LLM-judged benchmarks instead of the gold judge
+            from sepo.world.paper import evaluate_benchmarks
+
+            model = str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir)
+            return evaluate_benchmarks(self, model, reference_dir or self.sft_path(size or c.policy_size), seed)
         values = dict(
             model_dir=str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir),
             reference_dir=reference_dir or self.sft_path(size or c.policy_size),
@@ -258,6 +286,19 @@ class Pipeline:
         run_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
                                       self.cache, out_field="out_dir")
         return {**summarize_evaluation(metrics), "eval_run": relative(run_dir)}
+
+    def _tier_values(self, stage: str) -> dict[str, Any]:
+        """Stage settings the tier adds (none at the mini tier, so its cache keys are unchanged)."""
+        return self.world.stage_values(stage) if self.config.tier == "paper" else {}
+
+    def _runner(self, stage: str, run):
+        """How a training stage runs: in this process, or as an accelerate launch at the paper tier."""
+        return self.world.runner(stage, run) if self.config.tier == "paper" else run
+
+    def eval_values(self, judge: str = "") -> dict[str, Any]:
+        """Evaluation settings the tier adds for ``judge`` (the paper tier: chat prompts, the judge's server,
+        the benchmark's baseline); none at the mini tier."""
+        return self.world.eval_values(judge) if self.config.tier == "paper" else {}
 
     def reference_outputs(self, config) -> str:
         """The reference's samples for an :class:`~sepo.evaluate.EvalConfig` (drawn once, shared by every
@@ -325,7 +366,8 @@ class Pipeline:
         if path.exists():
             return json.loads(path.read_text())
         pairs = load_from_disk(self.data_path(world))["eval"]
-        result = heldout_logps(load_causal_lm(model_path, "model"), load_tokenizer(model_path, "model"), pairs,
+        result = heldout_logps(load_causal_lm(model_path, "model"),
+                               load_tokenizer(model_path, "model", getattr(self.world, "chat_template", "")), pairs,
                                max_length=c.max_length, max_prompt_length=c.max_prompt_length)
         write_json(path, result)
         return result

@@ -268,6 +268,7 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,
         num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=c.eval_batch_size, judge=judge,
         generator=f"{method_name}-{c.policy_size}", reference_generator=f"SFT-{c.policy_size}",
+        **pipe.eval_values(judge),
     )
     eval_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge),
                                    pipe.cache, out_field="out_dir")
