@@ -323,6 +323,8 @@ class Pipeline:
         from sepo.utils import write_text
 
         c = self.config
+        if self.world.judge is None:  # a world without a gold reward (the paper tier): no frontier to trace
+            return pd.DataFrame(columns=["method", "step", "kl", "kl_stderr", "reward", "reward_stderr", "n_prompts", "seed"])
         code = code_fingerprint("frontier")
         out = Path(run_dir) / f"frontier_{world}_{c.eval_prompts}x{c.eval_samples}_{c.max_new_tokens}_{seed}_{code}.csv"
         if out.exists():

@@ -56,11 +56,53 @@ def judge_server(monkeypatch):
         yield server
 
 
-def test_pipeline_paper_tier_runs_the_stages_and_the_benchmarks(paper_world, judge_server, tmp_path):
+
+def judged_formats(calls: list[dict]) -> dict[str, int]:
+    """How many requests the fake judge got in each benchmark's format."""
+    counts = {"alpaca_eval": 0, "mt_bench": 0, "arena_hard": 0}
+    for call in calls:
+        text = " ".join(m["content"] for m in call["messages"])
+        key = ("alpaca_eval" if '"model_identifier": "m"' in text else "arena_hard" if "<|User Prompt|>" in text
+               else "mt_bench")
+        counts[key] += 1
+    return counts
+
+
+def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_path, monkeypatch):
+    """04_main_table with configs/paper/04_main_table.yaml: every method trained on the UltraFeedback-layout
+    pairs with the paper tier's settings, and judged on AlpacaEval 2, MT-Bench and Arena-Hard."""
     from sepo.notebook import config_from
     from sepo.pipeline import Pipeline
+    from sepo.reproduce import run_notebook
     from sepo.tables import main_table
 
-    pipe = Pipeline(config_from(experiment(paper_world, judge_server.base_url, tmp_path), notebook={}))
-    frame, claims, search = main_table(pipe, ["DPO", "SePO"])
-    print(frame.T)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout's sepo
+    parameters = experiment(paper_world, judge_server.base_url, tmp_path)
+    run_notebook("04_main_table", "paper", tmp_path / "results", overrides={**parameters, "methods": ["DPO", "SePO"]})
+    out = tmp_path / "results" / "04_main_table"
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = {r["method"]: r for r in metrics["rows"]}
+    assert set(rows) == {"SFT", "DPO", "SePO"} and metrics["methods"] == ["DPO", "SePO"]
+    for row in rows.values():
+        assert 0 <= row["win_rate"] <= 1 and row["win_rate"] == row["alpaca_eval_wr_vs_sft"]
+        assert 1 <= row["mt_bench"] <= 10 and 1 <= row["mt_bench_turn_2"] <= 10 and 0 <= row["arena_hard"] <= 1
+        assert row["reward"] is None  # no gold reward at this tier: written as null, not made up
+        assert len(row["eval_run"].split(";")) == 3
+    assert rows["SFT"]["win_rate"] == 0.5 and rows["SFT"]["kl"] == 0.0  # the SFT model against its own samples
+    assert {"C2", "R5"} <= set(metrics["claims"])
+    assert (out / "win_rate.png").exists() and (out / "main_table.md").exists()
+    calls = judged_formats(judge_server.calls)
+    # 3 models x 2 prompts: Arena-Hard 2 games each, MT-Bench 2 turns x (model + SFT); AlpacaEval's annotator
+    # asks only about pairs whose outputs differ (the SFT model against its own samples: none)
+    assert calls["arena_hard"] == 12 and calls["mt_bench"] == 24 and calls["alpaca_eval"] >= 1, calls
+    # the paper tier's training settings reached the stages
+    policy = yaml.safe_load((REPO / rows["SePO"]["run"] / "config.yaml").read_text()) if not Path(rows["SePO"]["run"]).is_absolute() \
+        else yaml.safe_load((Path(rows["SePO"]["run"]) / "config.yaml").read_text())
+    assert policy["lr_scheduler_type"] == "cosine" and policy["chat_template"].endswith("chat_template.jinja")
+    assert policy["selection_kwargs"] == {} and policy["loss"] == "sepo"
+    # same config, same cache: the table again without one new judge call or training run
+    before = len(judge_server.calls)
+    config = config_from({**parameters, "methods": ["DPO", "SePO"]}, notebook={"methods": list[str]})
+    frame, _, _ = main_table(Pipeline(config), ["DPO", "SePO"])
+    assert len(judge_server.calls) == before
+    assert frame.set_index("method").win_rate.to_dict() == {m: r["win_rate"] for m, r in rows.items()}
