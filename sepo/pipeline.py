@@ -117,16 +117,18 @@ def world_config(name: str):
 
 
 def summarize_evaluation(metrics: dict) -> dict[str, float]:
-    """The numbers the tables report from one evaluation's metrics."""
-    versus = metrics["vs_reference"]
+    """The numbers the tables report from one evaluation's metrics (NaN for a reward or KL it did not measure:
+    an LLM judge that only compares gives no reward)."""
+    versus, nan = metrics["vs_reference"], {"mean": float("nan"), "stderr": float("nan")}
+    kl = metrics.get("kl", {"kl": float("nan"), "kl_stderr": float("nan")})
     return {
         "win_rate": versus["win_rate"] / 100.0,
         "win_rate_se": versus["standard_error"] / 100.0,
-        "reward": metrics["score_policy"]["mean"],
-        "reward_se": metrics["score_policy"]["stderr"],
-        "sft_reward": metrics["score_reference"]["mean"],
-        "kl": metrics["kl"]["kl"],
-        "kl_se": metrics["kl"]["kl_stderr"],
+        "reward": metrics.get("score_policy", nan)["mean"],
+        "reward_se": metrics.get("score_policy", nan)["stderr"],
+        "sft_reward": metrics.get("score_reference", nan)["mean"],
+        "kl": kl["kl"],
+        "kl_se": kl["kl_stderr"],
     }
 
 

@@ -44,7 +44,8 @@ def experiment(paper_world, base_url: str, tmp_path: Path, **paper) -> dict:
                      "drop_prompt_longer_than": 0, "drop_response_shorter_than": 0, "bootstrap_rounds": 10, **paper}
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(base))
-    return {"experiment": str(path)}
+    # what a notebook's paper YAML may also set (sizes, the paper mapping) is replaced too
+    return {"experiment": str(path), **{k: base[k] for k in ("oracle_size", "policy_size", "paper")}}
 
 
 @pytest.fixture
@@ -96,8 +97,7 @@ def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_pa
     # asks only about pairs whose outputs differ (the SFT model against its own samples: none)
     assert calls["arena_hard"] == 12 and calls["mt_bench"] == 24 and calls["alpaca_eval"] >= 1, calls
     # the paper tier's training settings reached the stages
-    policy = yaml.safe_load((REPO / rows["SePO"]["run"] / "config.yaml").read_text()) if not Path(rows["SePO"]["run"]).is_absolute() \
-        else yaml.safe_load((Path(rows["SePO"]["run"]) / "config.yaml").read_text())
+    policy = yaml.safe_load((REPO / rows["SePO"]["run"] / "config.yaml").read_text())  # runs are named relative to the project
     assert policy["lr_scheduler_type"] == "cosine" and policy["chat_template"].endswith("chat_template.jinja")
     assert policy["selection_kwargs"] == {} and policy["loss"] == "sepo"
     # same config, same cache: the table again without one new judge call or training run
@@ -106,3 +106,59 @@ def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_pa
     frame, _, _ = main_table(Pipeline(config), ["DPO", "SePO"])
     assert len(judge_server.calls) == before
     assert frame.set_index("method").win_rate.to_dict() == {m: r["win_rate"] for m, r in rows.items()}
+
+
+SWEEPS = {  # each notebook's sweep cut to the tiny world (sizes: keys of paper.models)
+    "05_ablations": {"ks": [0.3, 1.0], "k_ls": [], "gammas": [], "oracle_betas": [], "masses": []},
+    "06_weak_to_strong": {"oracle_sizes": ["pythia-tiny"], "policy_sizes": ["llama-tiny", "pythia-tiny"]},
+    "07_ood_overoptimization": {"methods": ["DPO", "SePO"], "frontier_epochs": 1.0, "save_steps": 0},
+    "08_selective_dpo": {"strong_size": "pythia-tiny", "ks": [0.4]},
+    "10_benchmarks": {"prompt_set": "alpaca_eval", "judge": "arena_hard", "policy_method": "SePO"},
+}
+
+
+
+def hh_rlhf_layout(path: Path, n: int) -> str:
+    """Off-target pairs in TRL's conversational layout (prompt messages, one-message answers), as TRL's HH-RLHF copies."""
+    rows = {"prompt": [], "chosen": [], "rejected": []}
+    for i in range(n):
+        rows["prompt"].append([{"role": "user", "content": f"can you help me with the room {i} ?"}])
+        rows["chosen"].append([{"role": "assistant", "content": "the room was clean and the staff was kind ."}])
+        rows["rejected"].append([{"role": "assistant", "content": "no ."}])
+    DatasetDict({"train": Dataset.from_dict(rows)}).save_to_disk(str(path))
+    return str(path)
+
+
+def check(name: str, metrics: dict, out: Path) -> None:
+    """What each notebook's results must hold at the paper tier."""
+    frame = metrics.get("rows", [])
+    if name == "05_ablations":
+        assert {(r["parameter"], r["value"]) for r in frame} == {("k", 0.3), ("k", 1.0)}
+    elif name == "06_weak_to_strong":
+        assert {(r["method"], r["oracle_size"], r["policy_size"]) for r in frame} == {
+            ("SePO", "pythia-tiny", "llama-tiny"), ("SePO", "pythia-tiny", "pythia-tiny"),
+            ("DPO", "-", "llama-tiny"), ("DPO", "-", "pythia-tiny")}
+        assert "C4" in metrics["claims"]
+    elif name == "07_ood_overoptimization":
+        assert {r["method"] for r in frame} == {"DPO", "SePO"} and metrics["frontier"] == []  # no gold reward: no frontier
+        for row in frame:  # trained on the 6 off-target pairs, not on the 4 target pairs of the train split
+            assert json.loads((REPO / row["run"] / "metrics.json").read_text())["data/train_pairs"] == 6
+    elif name == "08_selective_dpo":
+        assert {r["reference"] for r in frame} == {"weak (policy SFT)", "strong (DPO pythia-tiny)", "-"}
+    elif name == "10_benchmarks":
+        assert metrics["judge"] == "LLM judge: arena_hard" and metrics["prompt_set"] == "alpaca_eval"
+        assert {s["benchmark"] for s in metrics["scores"]} == {"Arena-Hard"} and (out / "benchmark_scores.png").exists()
+        frame = [metrics["summary"]]
+    assert frame and all(0 <= r["win_rate"] <= 1 and r["reward"] is None for r in frame)
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_notebook_at_the_paper_tier(name, paper_world, judge_server, tmp_path, monkeypatch):
+    from sepo.reproduce import run_notebook
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    paper = {"ood_data": hh_rlhf_layout(tmp_path / "hh", 6), "ood_split": "train"} if name.startswith("07") else {}
+    parameters = experiment(paper_world, judge_server.base_url, tmp_path, benchmarks=["alpaca_eval"], **paper)
+    run_notebook(name, "paper", tmp_path / "results", overrides={**parameters, **SWEEPS[name]})
+    out = tmp_path / "results" / name
+    check(name, json.loads((out / "metrics.json").read_text()), out)
