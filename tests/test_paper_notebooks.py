@@ -43,6 +43,7 @@ def experiment(paper_world, base_url: str, tmp_path: Path, **paper) -> dict:
                      "api_key_env": "FAKE_JUDGE_KEY", "baseline_outputs": {}, "lc_df_gamed_path": "",
                      "drop_prompt_longer_than": 0, "drop_response_shorter_than": 0, "bootstrap_rounds": 10, **paper}
     path = tmp_path / "experiment.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(base))
     # what a notebook's paper YAML may also set (sizes, the paper mapping) is replaced too
     return {"experiment": str(path), **{k: base[k] for k in ("oracle_size", "policy_size", "paper")}}
@@ -162,3 +163,87 @@ def test_notebook_at_the_paper_tier(name, paper_world, judge_server, tmp_path, m
     run_notebook(name, "paper", tmp_path / "results", overrides={**parameters, **SWEEPS[name]})
     out = tmp_path / "results" / name
     check(name, json.loads((out / "metrics.json").read_text()), out)
+
+
+# --------------------------------------------------------------------------------------------
+# What stops a paper run before any training or sampling
+# --------------------------------------------------------------------------------------------
+def paper_config(paper_world, tmp_path, **paper):
+    from sepo.notebook import config_from
+
+    return config_from(experiment(paper_world, "http://127.0.0.1:9/v1", tmp_path, **paper), notebook={})
+
+
+def test_a_missing_api_key_stops_before_anything_is_made(paper_world, tmp_path, monkeypatch):
+    from sepo.pipeline import Pipeline
+
+    monkeypatch.delenv("FAKE_JUDGE_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set the environment variable FAKE_JUDGE_KEY"):
+        Pipeline(paper_config(paper_world, tmp_path))
+    assert not any((tmp_path / "cache").rglob("*.arrow"))  # no data prepared, no model trained
+
+
+def test_a_model_neither_local_nor_cached_stops_with_what_to_do(paper_world, tmp_path, monkeypatch):
+    from sepo.pipeline import Pipeline
+
+    monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-test")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing is asked of the network
+    models = {**paper_world["models"], "llama-tiny": "no-such-owner/no-such-model"}
+    with pytest.raises(ConfigError, match=r"paper.models.llama-tiny = 'no-such-owner/no-such-model': not in the Hugging Face "
+                                          r"cache and HF_HUB_OFFLINE is set; download it first"):
+        Pipeline(paper_config(paper_world, tmp_path, models=models))
+    with pytest.raises(ConfigError, match="paper.data = 'no/such-data': not in the Hugging Face cache"):
+        Pipeline(paper_config(paper_world, tmp_path, data="no/such-data"))
+    with pytest.raises(ConfigError, match="model size 'llama-tiny' is not in paper.models"):
+        Pipeline(paper_config(paper_world, tmp_path, models={"pythia-tiny": paper_world["models"]["pythia-tiny"]}))
+
+
+def test_a_model_without_chat_template_and_a_bad_row_stop_early(paper_world, tmp_path, monkeypatch):
+    from sepo.errors import DataError
+    from sepo.pipeline import Pipeline
+
+    monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-test")
+    bare = write_model(tmp_path / "bare", arch="llama", tokenizer=train_tiny_tokenizer(), seed=2)  # no chat template
+    with pytest.raises(ConfigError, match="paper.models.llama-tiny = .*its tokenizer has no chat template"):
+        Pipeline(paper_config(paper_world, tmp_path, models={**paper_world["models"], "llama-tiny": str(bare)}))
+    rows = ultrafeedback_rows(4, 0)
+    rows["rejected"][2] = [rows["rejected"][2][0]]  # no assistant answer
+    bad = tmp_path / "bad"
+    DatasetDict({"train_prefs": Dataset.from_dict(rows), "test_prefs": Dataset.from_dict(ultrafeedback_rows(2, 1))}).save_to_disk(str(bad))
+    with pytest.raises(DataError, match=r"row 2.*field 'rejected' must end with an assistant message"):
+        Pipeline(paper_config(paper_world, tmp_path, data=str(bad)))
+    assert not (tmp_path / "cache" / "oracle").exists() and not list((tmp_path / "cache" / "paper").rglob("dataset_dict.json"))
+
+
+def test_a_training_stage_runs_through_accelerate_launch_into_the_same_cache(paper_world, tmp_path, monkeypatch):
+    """With paper.accelerate_config the policy stage runs as `accelerate launch -m sepo policy` (2 CPU processes,
+    gloo) and lands in the cache as an in-process run does; it trains like one process accumulating 2 batches."""
+    import socket
+
+    from safetensors.torch import load_file
+
+    from sepo.pipeline import Pipeline
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = tmp_path / "accelerate.yaml"  # accelerate's MULTI_GPU launcher; without a GPU each process runs on CPU
+    launch.write_text(yaml.safe_dump({"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU",
+                                      "num_machines": 1, "machine_rank": 0, "num_processes": 2, "mixed_precision": "no",
+                                      "main_process_port": port, "use_cpu": False}))
+    runs = {}
+    for name, paper, batch in (("launched", {"accelerate_config": str(launch), "num_processes": 2}, 1),
+                               ("in_process", {"gradient_accumulation_steps": 2}, 1)):
+        config = paper_config(paper_world, tmp_path / name, benchmarks=[], **paper)
+        config = type(config).from_dict({**config.to_dict(), "batch_size": batch, "policy_lr": 1e-2})
+        pipe = Pipeline(config)
+        runs[name] = pipe.policy(pipe.method("DPO"), 0)
+    (launched, metrics), (alone, alone_metrics) = runs["launched"], runs["in_process"]
+    assert launched.parent == tmp_path / "launched" / "cache" / "policy" and (launched / "config.yaml").exists()
+    assert metrics["train/global_step"] == alone_metrics["train/global_step"] == 2  # 4 pairs, 2 per optimizer step
+    a, b = load_file(str(launched / "model" / "model.safetensors")), load_file(str(alone / "model" / "model.safetensors"))
+    initial = load_file(str(Path(paper_world["models"]["llama-tiny"]) / "model.safetensors"))
+    assert max((a[k] - initial[k]).abs().max().item() for k in a) > 1e-3  # training moved the weights
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
