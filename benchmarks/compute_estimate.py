@@ -83,6 +83,145 @@ def estimate_table(n_ctx: int = 2048, oracle_fractions: tuple[float, ...] = (0.1
     return rows
 
 
+# --------------------------------------------------------------------------------------------
+# GPU hours of each paper-tier notebook (configs/paper/<notebook>.yaml): an estimate, from the same formulas
+# --------------------------------------------------------------------------------------------
+# Size names of configs/paper/base.yaml -> architectures
+SIZE_ARCH = {"pythia-410m": "Pythia-410M", "pythia-1.4b": "Pythia-1.4B", "pythia-2.8b": "Pythia-2.8B",
+             "pythia-6.9b": "Pythia-6.9B", "tinyllama-1.1b": "TinyLlama-1.1B", "llama2-7b-chat": "LLaMA2-7B",
+             "llama2-13b-chat": "LLaMA2-13B"}
+DATA_PAIRS = {"HuggingFaceH4/ultrafeedback_binarized": 61_135,   # train_prefs rows (public dataset card)
+              "trl-lib/hh-rlhf-helpful-base": 43_835}            # HH-RLHF helpful-base train rows
+# Assumptions (not measured here; change them to your data and hardware):
+TOKENS_PER_SEQUENCE = 500      # mean prompt + response tokens of one UltraFeedback sequence after the filters
+RESPONSE_SHARE = 0.5           # share of a sequence's tokens in the response (SePO's LM head runs on k of them)
+PEAK_FLOPS = 312e12            # A100 / H100-class bf16 dense peak per GPU (A100: 312 TFLOP/s)
+TRAIN_MFU = 0.35               # model FLOP utilisation of ZeRO-3 training and scoring
+GENERATION_MFU = 0.02          # sampling is memory-bound: a small fraction of peak
+GENERATED_TOKENS = 400         # mean tokens per sampled answer
+BENCHMARK_PROMPTS = {"alpaca_eval": 805, "arena_hard": 500, "mt_bench": 160}  # MT-Bench: 80 questions x 2 turns
+
+
+def _paper_parameters(path) -> dict:
+    import yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    own = yaml.safe_load(Path(path).read_text())
+    base = yaml.safe_load((root / own["experiment"]).read_text())
+    return {**base, **own}
+
+
+def paper_notebook_estimate(path) -> dict:
+    """GPU hours of the training, scoring and evaluation runs one paper-tier notebook asks for (its YAML's sweep
+    over the runs of :mod:`sepo.tables`), with the assumptions above."""
+    from pathlib import Path
+
+    c = _paper_parameters(path)
+    name = Path(path).stem.removesuffix("_pythia")
+    paper, seeds = c["paper"], len(c["seeds"])
+    pairs = DATA_PAIRS.get(paper["data"], 61_135)
+    oracle_pairs, target_pairs = paper["oracle_share"] * pairs, (1 - paper["oracle_share"]) * pairs
+    tokens = lambda n: 2 * n * TOKENS_PER_SEQUENCE  # chosen and rejected sequences  # noqa: E731
+    arch = lambda size: ARCHS[SIZE_ARCH[size]]  # noqa: E731
+    flops = {"train": 0.0, "eval": 0.0}
+    evaluated: set = set()
+
+    def oracle(size, fraction=c["oracle_fraction"], scored=target_pairs):
+        o = arch(size)
+        flops["train"] += fraction * oracle_pairs * 2 * TOKENS_PER_SEQUENCE * dpo_flops(o, c["max_length"])
+        flops["train"] += tokens(scored) * 2 * forward_flops(o, c["max_length"])
+
+    def policy(method, size, reference=None, n=target_pairs, epochs=c["policy_epochs"], k=0.3):
+        p = arch(size)
+        if method.startswith("SePO"):
+            per_token = 3 * forward_flops(p, c["max_length"], head_fraction=k * RESPONSE_SHARE)
+        elif method in ("DPO", "IPO", "Selective-DPO"):
+            per_token = 3 * forward_flops(p, c["max_length"]) + forward_flops(arch(reference or size), c["max_length"])
+        else:  # SimPO, RRHF: reference-free, every token
+            per_token = 3 * forward_flops(p, c["max_length"])
+        flops["train"] += epochs * tokens(n) * per_token
+        evaluate(size)
+
+    def evaluate(size, benchmarks=tuple(paper["benchmarks"]), sft=True):
+        p = arch(size)
+        for benchmark in benchmarks:
+            prompts = min(c["eval_prompts"], BENCHMARK_PROMPTS[benchmark])
+            # sampling the policy, and its SFT model once per size; KL: a forward pass of both on the samples
+            models = 1 + (sft and (size, benchmark) not in evaluated)
+            evaluated.add((size, benchmark))
+            sample = models * prompts * GENERATED_TOKENS * 2 * p.params
+            flops["eval"] += sample / GENERATION_MFU * TRAIN_MFU + 2 * prompts * GENERATED_TOKENS * 2 * p.params
+
+    for _ in range(seeds):
+        if name == "02_oracle":
+            for f in c["fractions"]:
+                oracle(c["oracle_size"], fraction=f)
+                if c["train_policies"]:
+                    policy("SePO", c["policy_size"])
+        elif name == "04_main_table":
+            oracle(c["oracle_size"])
+            evaluate(c["policy_size"], sft=True)
+            for m in c["methods"]:
+                policy(m, c["policy_size"])
+        elif name == "05_ablations":
+            oracle(c["oracle_size"])
+            for beta in c["oracle_betas"]:
+                oracle(c["oracle_size"])
+            for k in c["ks"]:
+                policy("SePO", c["policy_size"], k=k)
+            for k in c["k_ls"]:
+                policy("SePO", c["policy_size"], k=(0.3 + k) / 2)  # k_w = 0.3: the head runs on both sides' mean
+            for _ in list(c["gammas"]) + list(c["oracle_betas"]) + list(c["masses"]):
+                policy("SePO", c["policy_size"])
+        elif name == "06_weak_to_strong":
+            for o in c["oracle_sizes"]:
+                oracle(o)
+                for p in c["policy_sizes"]:
+                    policy("SePO", p)
+            for p in c["policy_sizes"]:
+                policy("DPO", p)
+        elif name == "07_ood_overoptimization":
+            ood = DATA_PAIRS.get(paper.get("ood_data", ""), 43_835)
+            oracle(c["oracle_size"], scored=ood)
+            for m in c["methods"]:
+                policy(m, c["policy_size"], n=ood, epochs=c["frontier_epochs"])
+        elif name == "08_selective_dpo":
+            policy("DPO", c["strong_size"])
+            for reference in (c["policy_size"], c["strong_size"]):
+                for _ in c["ks"]:
+                    policy("Selective-DPO", c["policy_size"], reference=reference)
+            policy("DPO", c["policy_size"])
+        elif name == "10_benchmarks":
+            if c["policy_method"].startswith("SePO"):
+                oracle(c["oracle_size"])
+            policy(c["policy_method"], c["policy_size"])
+        else:
+            raise ValueError(f"no estimate for notebook {name}")
+    hours = {part: value / (PEAK_FLOPS * TRAIN_MFU) / 3600 for part, value in flops.items()}
+    return {"notebook": Path(path).name, "train_gpu_hours": hours["train"], "eval_gpu_hours": hours["eval"],
+            "gpu_hours": hours["train"] + hours["eval"]}
+
+
+def paper_estimates() -> list[dict]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "paper"
+    return [paper_notebook_estimate(path) for path in sorted(root.glob("[0-9][0-9]_*.yaml"))]
+
+
+def hours_text(row: dict) -> str:
+    """How a paper YAML's header states its estimate."""
+    return f"~{row['gpu_hours']:.0f} GPU hours (A100-class; training {row['train_gpu_hours']:.0f}, evaluation {row['eval_gpu_hours']:.0f})"
+
+
 if __name__ == "__main__":
-    for row in estimate_table():
-        print(row["oracle"], "->", row["policy"], {k: round(v, 3) for k, v in row.items() if k.startswith("sepo_")})
+    import sys
+
+    if "--paper" in sys.argv:
+        print("GPU hours per paper-tier notebook (an estimate; assumptions at the top of this section):")
+        for row in paper_estimates():
+            print(f"{row['notebook']:32s} {hours_text(row)}")
+    else:
+        for row in estimate_table():
+            print(row["oracle"], "->", row["policy"], {k: round(v, 3) for k, v in row.items() if k.startswith("sepo_")})

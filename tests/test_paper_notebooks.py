@@ -247,3 +247,54 @@ def test_a_training_stage_runs_through_accelerate_launch_into_the_same_cache(pap
     initial = load_file(str(Path(paper_world["models"]["llama-tiny"]) / "model.safetensors"))
     assert max((a[k] - initial[k]).abs().max().item() for k in a) > 1e-3  # training moved the weights
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# The paper YAMLs: the paper's setting, valid parameters, and the estimate their headers state
+# --------------------------------------------------------------------------------------------
+def paper_notebook_yamls() -> list[Path]:
+    return sorted((REPO / "configs" / "paper").glob("[0-9][0-9]_*.yaml"))
+
+
+def test_paper_yamls_hold_the_papers_setting_and_their_estimate():
+    import inspect
+    import sys
+
+    from sepo.methods import method
+    from sepo.notebook import config_from
+    from sepo.reproduce import NOTEBOOKS
+    from sepo.world.paper import PaperTierConfig
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from compute_estimate import hours_text, paper_notebook_estimate
+
+    names = {path.stem for path in paper_notebook_yamls()}
+    assert {"02_oracle", "04_main_table", "05_ablations", "06_weak_to_strong", "07_ood_overoptimization",
+            "08_selective_dpo", "10_benchmarks"} <= names <= set(NOTEBOOKS) | {"04_main_table_pythia"}
+    for path in paper_notebook_yamls():
+        values = yaml.safe_load(path.read_text())
+        own = {k: v for k, v in values.items() if k not in ("experiment",)}
+        config = config_from(values, notebook={})  # every shared parameter has its type; the paper mapping is valid
+        paper = PaperTierConfig.from_dict(config.paper)
+        assert config.tier == "paper" and config.policy_lr == 5e-7 and config.policy_epochs == 1 and paper.bf16, path.name
+        assert config.batch_size * paper.gradient_accumulation_steps * paper.num_processes == 128, path.name
+        sizes = [config.oracle_size, config.policy_size] + [s for k in ("oracle_sizes", "policy_sizes") for s in own.get(k, [])]
+        sizes += [own["strong_size"]] if "strong_size" in own else []
+        assert all(s in paper.models for s in sizes), path.name
+        for name in own.get("methods", []):
+            method(name, config.method_settings.get(name))
+        assert hours_text(paper_notebook_estimate(path)) in path.read_text(), f"{path.name}: rerun compute_estimate.py --paper"
+        assert "GPU" in path.read_text().split("experiment:")[0] and "OPENAI_API_KEY" in path.read_text()
+    main = yaml.safe_load((REPO / "configs" / "paper" / "04_main_table.yaml").read_text())
+    assert main["methods"] == ["DPO", "IPO", "SimPO", "RRHF", "SePO"]
+    base = PaperTierConfig.from_dict(yaml.safe_load((REPO / "configs" / "paper" / "base.yaml").read_text())["paper"])
+    assert (base.data, base.train_split, base.drop_prompt_longer_than, base.drop_response_shorter_than) == (
+        "HuggingFaceH4/ultrafeedback_binarized", "train_prefs", 1900, 8)
+    assert base.benchmarks == ["alpaca_eval", "mt_bench", "arena_hard"]
+    w2s = yaml.safe_load((REPO / "configs" / "paper" / "06_weak_to_strong.yaml").read_text())
+    assert "pythia-410m" in w2s["oracle_sizes"] and "pythia-6.9b" in w2s["policy_sizes"]
+    from sepo.selectors import topk_selector
+
+    sepo = method("SePO")  # the headline k = 0.3: the top-k selector's defaults, not overridden
+    assert sepo.selector == "topk" and not sepo.selection_kwargs and not main.get("method_settings")
+    assert {n: p.default for n, p in inspect.signature(topk_selector).parameters.items() if n in ("k_w", "k_l")} == {"k_w": 0.3, "k_l": 0.3}
