@@ -74,7 +74,10 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
     for seed in pipe.config.seeds:
         for fraction in fractions:
             oracle_dir, metrics = pipe.oracle(seed, fraction=fraction)
-            agreement = token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed)
+            # agreement with gold credit needs a world that has one (the paper tier has none: NaN)
+            agreement = (token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed) if pipe.world.judge is not None
+                         else dict.fromkeys(("chosen/gold_mass", "chosen/precision", "rejected/precision",
+                                             "chosen/random_precision", "chosen/spearman"), float("nan")))
             row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
                    "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
                    "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
