@@ -290,6 +290,10 @@ def test_paper_yamls_hold_the_papers_setting_and_their_estimate():
             method(name, config.method_settings.get(name))
         assert hours_text(paper_notebook_estimate(path)) in path.read_text(), f"{path.name}: rerun compute_estimate.py --paper"
         assert "GPU" in path.read_text().split("experiment:")[0] and "OPENAI_API_KEY" in path.read_text()
+    from sepo.reproduce import main as reproduce
+
+    with pytest.raises(SystemExit, match=r"no configs/paper/<name>.yaml for \['01_walkthrough'\]: .* mini tier only"):
+        reproduce(["--tier", "paper", "--only", "01_walkthrough", "04_main_table"])  # refused before any notebook runs
     main = yaml.safe_load((REPO / "configs" / "paper" / "04_main_table.yaml").read_text())
     assert main["methods"] == ["DPO", "IPO", "SimPO", "RRHF", "SePO"]
     base = PaperTierConfig.from_dict(yaml.safe_load((REPO / "configs" / "paper" / "base.yaml").read_text())["paper"])
