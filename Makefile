@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: reproduce test bench clean-cache
+.PHONY: reproduce stability test bench clean-cache
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml requirements.lock
 
 reproduce: $(STAMP)
 	$(PY) -m sepo.reproduce
+
+# the same reproduction under another CPU kernel set (float rounding as on another machine), from an empty
+# cache of its own (cache keys include the kernel set); its claims go beside this run's in results/claims.md
+stability: $(STAMP)
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m sepo.reproduce --results build/avx2/results
+	$(PY) -m sepo.claims --add-run build/avx2/results
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --nbval-lax notebooks

@@ -152,14 +152,25 @@ def _code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], 
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def numerics() -> str:
+    """What decides float rounding besides the code: the torch version and the CPU kernel set it dispatches to
+    (``ATEN_CPU_CAPABILITY`` picks another, e.g. ``avx2``, which rounds like another CPU would)."""
+    import torch
+
+    return f"torch {torch.__version__}; cpu kernels {torch.backends.cpu.get_cpu_capability()}"
+
+
 def code_fingerprint(stage: str, *, losses: Iterable[str] = (), selectors: Iterable[str] = (),
                      root: str | Path = PACKAGE) -> str:
-    """Hash of the source that computes a ``stage``'s artefact (see the module docstring).
+    """Hash of the source that computes a ``stage``'s artefact (see the module docstring), and of
+    :func:`numerics`: a run made under another kernel set is another run.
 
     ``losses`` / ``selectors`` name the registry entries the run uses.
     """
     entries = tuple(sorted({("sepo.losses", name) for name in losses} | {("sepo.selectors", name) for name in selectors}))
-    return _code_fingerprint(STAGE_MODULES[stage], entries, Path(root).resolve())
+    code = _code_fingerprint(STAGE_MODULES[stage], entries, Path(root).resolve())
+    return hashlib.sha256(f"{code}:{numerics()}".encode()).hexdigest()[:16]
 
 
 def stage_code(stage: str, config: Any) -> str:

@@ -210,14 +210,12 @@ def _trained(curve):
 
 
 def ood_claims(frame, curves, baseline: str = "DPO") -> dict[str, dict]:
-    """C5 and R2 from out-of-distribution training: ``frame`` (``method``, ``seed``, ``win_rate``) and the
+    """C5 from out-of-distribution training: ``frame`` (``method``, ``seed``, ``win_rate``) and the
     frontiers ``curves`` (``method``, ``seed``, ``step``, ``kl``, ``reward``).
 
     C5's premise is checked first on the all-token ``baseline``: gold reward falls with more training
     (per seed, reward at the last checkpoint minus at the middle one, below zero). Without it the verdict
-    is "premise not met". R2 compares gold reward at the largest KL inside the range both methods'
-    trained checkpoints measured (no interpolation towards the SFT point); a seed whose ranges do not
-    overlap is left out, and with none left R2 is "not measured".
+    is "premise not met".
     """
     by = _by(frame)
     effects, verdicts = [], []
@@ -242,23 +240,52 @@ def ood_claims(frame, curves, baseline: str = "DPO") -> dict[str, dict]:
                     verdict = stats.PREMISE_NOT_MET
                     note = f"all-token training ({baseline}) is not seen to over-optimize: its gold reward does not fall with more training"
         claims["C5"] = {**claim("C5", effects, [verdict], note)}
-    if "SePO" in by and "DPO" in by:
-        matched, skipped = [], []
-        for seed in sorted(frame.seed.unique()):
-            a = _trained(curves[(curves.method == "SePO") & (curves.seed == seed)])
-            b = _trained(curves[(curves.method == "DPO") & (curves.seed == seed)])
-            low, high = max(a.kl.min(), b.kl.min()), min(a.kl.max(), b.kl.max())
-            if len(a) == 0 or len(b) == 0 or not high >= low:
-                skipped.append(int(seed))
-                continue
-            matched.append(reward_at_kl(a, high) - reward_at_kl(b, high))
-        note = f"seeds {skipped}: the two methods' checkpoints share no KL range" if skipped else ""
-        if matched:
-            e = stats.effect("gold reward at the largest KL both methods' checkpoints measured: SePO - DPO", matched)
-            claims["R2"] = claim("R2", [e], [stats.verdict(e)], note)
-        else:
-            claims["R2"] = {"statement": STATEMENTS["R2"], "effects": [], "verdict": stats.NOT_MEASURED, "note": note}
     return claims
+
+
+def matched_kl(curves, a: str, b: str) -> tuple[list[float], list[int], list[float]]:
+    """Per seed, gold reward of ``a`` minus ``b`` at the largest KL inside the range both methods' trained points
+    measured (no interpolation towards the SFT point, no extrapolation). Returns the differences, the seeds left
+    out (ranges that do not overlap) and the KLs compared at."""
+    diffs, skipped, at = [], [], []
+    for seed in sorted(curves.seed.unique()):
+        x = _trained(curves[(curves.method == a) & (curves.seed == seed)])
+        y = _trained(curves[(curves.method == b) & (curves.seed == seed)])
+        if len(x) == 0 or len(y) == 0:
+            skipped.append(int(seed))
+            continue
+        low, high = max(x.kl.min(), y.kl.min()), min(x.kl.max(), y.kl.max())
+        if not high >= low:
+            skipped.append(int(seed))
+            continue
+        diffs.append(reward_at_kl(x, high) - reward_at_kl(y, high))
+        at.append(float(high))
+    return diffs, skipped, at
+
+
+def frontier_claims(curves, baseline: str = "DPO") -> dict[str, dict]:
+    """R2 from the main table's reward-vs-KL frontiers (the same runs as the table, at each method's chosen
+    learning rate): SePO against ``baseline`` at matched KL (:func:`matched_kl`); with no shared KL range in
+    any seed, "not measured". The other methods on the frontier are compared with ``baseline`` the same way
+    (diagnostics; the verdict reads the first effect)."""
+    methods = list(dict.fromkeys(curves.method))
+    if "SePO" not in methods or baseline not in methods:
+        return {}
+    diffs, skipped, at = matched_kl(curves, "SePO", baseline)
+    notes = []
+    if skipped:
+        notes.append(f"seeds {skipped}: SePO's and {baseline}'s trained points share no KL range")
+    if not diffs:
+        return {"R2": {"statement": STATEMENTS["R2"], "effects": [], "verdict": stats.NOT_MEASURED, "note": "; ".join(notes)}}
+    effects = [stats.effect(f"gold reward at the largest KL both reached: SePO - {baseline}", diffs)]
+    notes.append(f"compared at KL {min(at):.2f}-{max(at):.2f} nats")
+    for other in [m for m in methods if m not in ("SePO", baseline)]:
+        d, _, _ = matched_kl(curves, other, baseline)
+        if d:
+            effects.append(stats.effect(f"gold reward at the largest KL both reached: {other} - {baseline}", d))
+    if len(effects) > 1:
+        notes.append("the verdict reads the first effect; the others are diagnostics")
+    return {"R2": claim("R2", effects, [stats.verdict(effects[0])], "; ".join(notes))}
 
 
 def selective_dpo_claims(frame, k: float) -> dict[str, dict]:
@@ -314,7 +341,57 @@ def collect(results: Path) -> dict[str, tuple[str, dict]]:
     return found
 
 
-def render(found: dict[str, tuple[str, dict]]) -> str:
+# --------------------------------------------------------------------------------------------
+# Verdicts that survive the machine: the same reproduction under another CPU kernel set
+# --------------------------------------------------------------------------------------------
+STABILITY = "stability"  # results/stability/<kernels>.json: another run's claims, made by the same project files
+
+
+def project_fingerprint(root: Path | None = None) -> str:
+    """Hash of what makes the reproduction's numbers: the package, the mini configs and the notebooks."""
+    import hashlib
+
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    files = sorted(list((root / "sepo").rglob("*.py")) + list((root / "configs" / "mini").rglob("*.yaml"))
+                   + list((root / "notebooks").glob("*.ipynb")))
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def claims_record(found: dict[str, tuple[str, dict]]) -> dict[str, Any]:
+    """``results/claims.json``: every claim record with its source, and what made the numbers."""
+    from sepo.cache import numerics
+
+    return {"project": project_fingerprint(), "numerics": numerics(),
+            "claims": {cid: {"source": source, **record} for cid, (source, record) in found.items()}}
+
+
+def kernels_label(record: dict) -> str:
+    """``AVX512`` from ``"torch ...; cpu kernels AVX512"``."""
+    return record["numerics"].rsplit(" ", 1)[-1]
+
+
+def other_runs(results: Path) -> list[dict]:
+    """The other runs' claims recorded in ``results/stability/`` that the same project files made (a record of
+    other code is ignored: its differences would not be the machine's)."""
+    runs = []
+    for path in sorted(Path(results, STABILITY).glob("*.json")):
+        record = json.loads(path.read_text())
+        if record.get("project") == project_fingerprint():
+            runs.append(record)
+    return runs
+
+
+def stable_verdict(verdicts: list[str]) -> str:
+    """One verdict over runs that differ only in float rounding: the same in every run, or "inconclusive"."""
+    return verdicts[0] if len(set(verdicts)) == 1 else stats.INCONCLUSIVE
+
+
+def render(found: dict[str, tuple[str, dict]], others: list[dict] | None = None, here: str = "") -> str:
+    others = others or []
+    labels = [here] + [kernels_label(o) for o in others]
     lines = [
         "# Claims and questions: what the mini world measured",
         "",
@@ -326,38 +403,106 @@ def render(found: dict[str, tuple[str, dict]]) -> str:
         "cannot answer (e.g. no KL range both methods reached). The rules are the functions of `sepo/claims.py`.",
         "Judge: the mini world's gold reward (VADER sentiment with penalties for degenerate text), not an LLM.",
         "",
-        "| id | claim | verdict | source |",
-        "| --- | --- | --- | --- |",
     ]
+    if others:
+        lines += [
+            f"Stability: the same reproduction, from an empty cache, ran under the CPU kernel sets {', '.join(labels)}",
+            "(`ATEN_CPU_CAPABILITY`; float rounding differs the way it does between machines). The verdict column is",
+            "the verdict of every run when they agree and *inconclusive* when they do not; each run's own verdict and",
+            "effects are shown beside it.",
+            "",
+            "| id | claim | verdict | " + " | ".join(f"{label} run" for label in labels) + " | source |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in labels) + " | --- |",
+        ]
+    else:
+        lines += ["| id | claim | verdict | source |", "| --- | --- | --- | --- |"]
     ids = [c for c in ORDER if c in found or c in STATEMENTS] + sorted(set(found) - set(ORDER))
+
+    def verdicts_of(cid: str) -> list[str]:
+        return [found[cid][1]["verdict"]] + [o["claims"].get(cid, {}).get("verdict", NOT_RUN) for o in others]
+
     for cid in ids:
         if cid in found:
             source, record = found[cid]
             statement = record["statement"].replace("|", "\\|")  # a "|reward|" must not end the table cell
-            lines.append(f"| {cid} | {statement} | **{record['verdict']}** | `results/{source}/` |")
+            runs = verdicts_of(cid)
+            shown = " | ".join(runs) + " | " if others else ""
+            lines.append(f"| {cid} | {statement} | **{stable_verdict(runs)}** | {shown}`results/{source}/` |")
         else:
-            lines.append(f"| {cid} | {STATEMENTS[cid].replace('|', chr(92) + '|')} | not measured | - |")
+            lines.append(f"| {cid} | {STATEMENTS[cid].replace('|', chr(92) + '|')} | not measured | "
+                         + ("- | " * len(labels) if others else "") + "- |")
     lines += ["", "## Effects", ""]
     for cid in ids:
         if cid not in found:
             continue
         source, record = found[cid]
-        lines.append(f"### {cid}: {record['verdict']}")
+        runs = verdicts_of(cid)
+        verdict = stable_verdict(runs)
+        lines.append(f"### {cid}: {verdict}")
         lines.append("")
         lines.append(record["statement"])
         lines.append("")
-        for e in record["effects"]:
+        if others and len(set(runs)) > 1:
+            lines.append("The verdict moves with the CPU kernel set (" + ", ".join(f"{l}: {v}" for l, v in zip(labels, runs))
+                         + "), so it is reported as inconclusive.")
+            lines.append("")
+        for i, e in enumerate(record["effects"]):
             values = ", ".join(_fmt(v) for v in e["values"])
             lines.append(f"- {e['name']}: {_fmt(e['mean'])} [{_fmt(e['low'])}, {_fmt(e['high'])}] over n={e['n']} seeds ({values})")
+            for label, other in zip(labels[1:], others):
+                effects = other["claims"].get(cid, {}).get("effects", [])
+                match = next((o for o in effects if o["name"] == e["name"]), None)
+                if match:
+                    lines.append(f"  - {label} run: {_fmt(match['mean'])} [{_fmt(match['low'])}, {_fmt(match['high'])}]")
         if record.get("note"):
             lines.append(f"- note: {record['note']}")
         lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def write_claims(results: str | Path) -> Path:
-    from sepo.utils import write_text
+NOT_RUN = "not run"
 
+
+def write_claims(results: str | Path) -> Path:
+    """``results/claims.json`` (this run's records) and ``results/claims.md`` (with the other kernel sets' runs
+    of ``results/stability/`` beside them)."""
+    from sepo.utils import write_json, write_text
+
+    found = collect(Path(results))
+    record = claims_record(found)
+    write_json(Path(results) / "claims.json", record)
     path = Path(results) / "claims.md"
-    write_text(path, render(collect(Path(results))))
+    write_text(path, render(found, other_runs(Path(results)), kernels_label(record)))
     return path
+
+
+def add_run(results: str | Path, other_results: str | Path) -> Path:
+    """Record another run's ``claims.json`` (e.g. the reproduction under ``ATEN_CPU_CAPABILITY=avx2``) as
+    ``results/stability/<kernels>.json`` and rewrite ``claims.md``; the run must come from the same project files."""
+    from sepo.errors import ConfigError
+    from sepo.utils import write_json
+
+    source = Path(other_results) / "claims.json"
+    if not source.is_file():
+        raise ConfigError(f"{source}: not found (run python -m sepo.reproduce --results {other_results} first)")
+    record = json.loads(source.read_text())
+    if record.get("project") != project_fingerprint():
+        raise ConfigError(f"{source}: made by other project files ({record.get('project')}, here {project_fingerprint()})")
+    write_json(Path(results) / STABILITY / f"{kernels_label(record).lower()}.json", record)
+    return write_claims(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write results/claims.md (and record another run's claims beside it)")
+    parser.add_argument("results", nargs="?", default=str(Path(__file__).resolve().parents[1] / "results"))
+    parser.add_argument("--add-run", default=None, help="the results directory of the same reproduction under other CPU kernels")
+    args = parser.parse_args(argv)
+    path = add_run(args.results, args.add_run) if args.add_run else write_claims(args.results)
+    print(f"claims written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

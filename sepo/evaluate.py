@@ -439,6 +439,16 @@ def _response_ids(tokenizer, response: str, max_new_tokens: int | None) -> list[
     return ids
 
 
+def sample_lengths(tokenizer, responses: Sequence[str], max_new_tokens: int) -> dict[str, float]:
+    """Mean length in tokens of sampled responses (EOS not counted) and the share that hit ``max_new_tokens``
+    without sampling EOS (cut off), counted as :func:`estimate_kl` reads them."""
+    lengths = [len(_response_ids(tokenizer, r, None)) - 1 for r in responses]
+    if not lengths:
+        return {"mean_tokens": float("nan"), "cutoff_share": float("nan"), "n": 0}
+    return {"mean_tokens": float(np.mean(lengths)),
+            "cutoff_share": float(np.mean([n >= max_new_tokens for n in lengths])), "n": len(lengths)}
+
+
 @torch.inference_mode()
 def sequence_log_ratios(policy, reference, tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
                         max_new_tokens: int | None = None, batch_size: int = 16) -> list[float]:
@@ -869,6 +879,9 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
     clock["sampled"] = time.perf_counter()
     n_outputs = len(policy_rows) * config.num_samples * 2 if mt_bench else len(policy_rows)  # MT-Bench: two turns
     metrics: dict[str, Any] = {"judge": judge.name, "n_prompts": len(prompts), "n_outputs": n_outputs}
+    if not mt_bench:
+        for name, rows in (("policy", policy_rows), ("reference", reference_rows)):
+            metrics[f"lengths_{name}"] = sample_lengths(tokenizer, [r["output"] for r in rows], config.max_new_tokens)
     annotations: dict[str, list[dict]] = {}
     if mt_bench:
         for name, rows in (("policy", policy_rows), ("reference", reference_rows)):

@@ -74,6 +74,9 @@ class ExperimentConfig(StageConfig):
     policy_lr_grid: tuple[float, ...] = help_field((), help="learning rates searched per method in the main table, chosen by "
                                                             "gold win rate on the validation prompts (empty: policy_lr)")
     eval_samples: int = help_field(2, help="samples per prompt")
+    snapshot_fractions: tuple[float, ...] = help_field((), help="fractions of a policy run's steps after which a table that "
+                                                             "draws a reward-vs-KL frontier saves the weights (denser early)")
+    frontier_samples: int = help_field(1, help="samples per test prompt at each frontier point (gold reward and KL)")
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
     tier: str = help_field("mini", help="'mini': the mini world (this package's reproduction); 'paper': the paper's "
@@ -88,7 +91,8 @@ class ExperimentConfig(StageConfig):
         self._require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         for name in ("oracle_beta", "oracle_epochs", "oracle_lr", "policy_epochs", "policy_lr"):
             self._require(getattr(self, name) > 0, name, "must be > 0")
-        for name in ("batch_size", "eval_prompts", "eval_samples", "max_new_tokens", "max_length", "max_prompt_length",
+        self._require(all(0 < f < 1 for f in self.snapshot_fractions), "snapshot_fractions", "fractions must be in (0, 1)")
+        for name in ("batch_size", "eval_prompts", "eval_samples", "frontier_samples", "max_new_tokens", "max_length", "max_prompt_length",
                      "logging_steps", "score_batch_size", "eval_batch_size"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
@@ -121,6 +125,7 @@ def summarize_evaluation(metrics: dict) -> dict[str, float]:
     an LLM judge that only compares gives no reward)."""
     versus, nan = metrics["vs_reference"], {"mean": float("nan"), "stderr": float("nan")}
     kl = metrics.get("kl", {"kl": float("nan"), "kl_stderr": float("nan")})
+    lengths = metrics.get("lengths_policy", {})
     return {
         "win_rate": versus["win_rate"] / 100.0,
         "win_rate_se": versus["standard_error"] / 100.0,
@@ -129,6 +134,8 @@ def summarize_evaluation(metrics: dict) -> dict[str, float]:
         "sft_reward": metrics.get("score_reference", nan)["mean"],
         "kl": kl["kl"],
         "kl_se": kl["kl_stderr"],
+        "sample_tokens": lengths.get("mean_tokens", float("nan")),
+        "cutoff_share": lengths.get("cutoff_share", float("nan")),
     }
 
 
@@ -233,8 +240,10 @@ class Pipeline:
 
     def policy(self, recipe: Method, seed: int, *, size: str | None = None, data: str | None = None,
                world: str = "id", save_steps: int = 0, reference_path: str | None = None,
-               epochs: float | None = None, lr: float | None = None) -> tuple[Path, dict]:
+               epochs: float | None = None, lr: float | None = None, snapshots: bool = False) -> tuple[Path, dict]:
         """Train a policy from the SFT model of ``size`` with ``recipe``.
+
+        ``snapshots``: save the weights at ``snapshot_fractions`` of the run (the points of its frontier).
 
         ``data``: for a method that trains on token selections, an oracle run's directory (its scores);
         otherwise preference data (default: the ``world``'s pairs). A method whose loss needs a
@@ -260,6 +269,7 @@ class Pipeline:
             per_device_batch_size=c.batch_size, max_pairs=c.max_pairs, seed=seed,
             logging_steps=save_steps or c.logging_steps, save_steps=save_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, warmup_ratio=c.warmup_ratio,
+            snapshot_fractions=tuple(c.snapshot_fractions) if snapshots else (),
         )
         if recipe.needs_selection:
             values.update(selector=recipe.selector, selection_kwargs=dict(recipe.selection_kwargs))
@@ -317,31 +327,33 @@ class Pipeline:
         return str(path)
 
     def frontier(self, run_dir: str | Path, label: str, seed: int, size: str | None = None, world: str = "id"):
-        """Gold reward and KL to the SFT model at every checkpoint of a policy run (cached beside the run)."""
+        """Gold reward and KL to the SFT model at the SFT model (step 0), every snapshot and checkpoint of a policy
+        run, and its final weights (step -1, unless a checkpoint holds them), on the test prompts with
+        ``frontier_samples`` samples each (cached beside the run)."""
         import pandas as pd
 
         from sepo.evaluate import reward_kl_frontier
-        from sepo.trainer import load_causal_lm, load_tokenizer
+        from sepo.trainer import load_causal_lm, load_tokenizer, snapshot_steps
         from sepo.utils import write_text
 
         c = self.config
         if self.world.judge is None:  # a world without a gold reward (the paper tier): no frontier to trace
             return pd.DataFrame(columns=["method", "step", "kl", "kl_stderr", "reward", "reward_stderr", "n_prompts", "seed"])
         code = code_fingerprint("frontier")
-        out = Path(run_dir) / f"frontier_{world}_{c.eval_prompts}x{c.eval_samples}_{c.max_new_tokens}_{seed}_{code}.csv"
+        out = Path(run_dir) / f"frontier_{world}_{c.eval_prompts}x{c.frontier_samples}_{c.max_new_tokens}_{seed}_{code}.csv"
         if out.exists():
             return pd.read_csv(out)
         sft = self.sft_path(size or c.policy_size)
-        points = [(label, 0, sft)]
-        checkpoints = sorted(Path(run_dir).glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        points += [(label, int(p.name.split("-")[1]), str(p)) for p in checkpoints]
+        checkpoints = [(int(p.name.split("-")[1]), p) for p in Path(run_dir).glob("checkpoints/checkpoint-*")]
+        saved = sorted(dict(snapshot_steps(run_dir) + checkpoints).items())
+        points = [(label, 0, sft)] + [(label, step, str(path)) for step, path in saved]
         final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
-        if not checkpoints or points[-1][1] != final_step:  # a checkpoint at the last step already holds the final weights
+        if not saved or saved[-1][0] != final_step:  # a checkpoint at the last step already holds the final weights
             points.append((label, -1, str(Path(run_dir) / "model")))
         prompts = self.eval_prompts(world)
         frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
-                                   self.world.judge, num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed,
-                                   batch_size=c.eval_batch_size)
+                                   self.world.judge, num_samples=c.frontier_samples, max_new_tokens=c.max_new_tokens,
+                                   seed=seed, batch_size=c.eval_batch_size)
         frame["seed"] = seed
         write_text(out, frame.to_csv(index=False))
         return frame

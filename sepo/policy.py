@@ -35,6 +35,7 @@ from sepo.selectors import SELECTORS, get_selector, select_from_scores
 from sepo.trainer import (
     PreferenceCollator,
     PreferenceTrainer,
+    SnapshotCallback,
     TrainingStageConfig,
     data_source,
     is_wall_clock,
@@ -69,6 +70,8 @@ class PolicyConfig(TrainingStageConfig):
     selection_seed: int = help_field(0, help="seed of selectors that draw at random (the 'random' control)")
     max_pairs: int = help_field(0, help="train on the first this many pairs (0: all)")
     head_on_used_positions: bool = help_field(True, help="run the LM head only at the tokens the loss reads")
+    snapshot_fractions: tuple[float, ...] = help_field((), help="save the weights when these fractions of the optimizer "
+                                                             "steps are done (snapshots/step-N: points of a reward-vs-KL frontier)")
 
     def validate(self) -> None:
         super().validate()
@@ -90,6 +93,7 @@ class PolicyConfig(TrainingStageConfig):
         except ConfigError as err:
             raise ConfigError(f"{type(self).__name__}.selection_kwargs = {self.selection_kwargs!r}: {err}") from None
         self._require(self.max_pairs >= 0, "max_pairs", "must be >= 0")
+        self._require(all(0 < f < 1 for f in self.snapshot_fractions), "snapshot_fractions", "fractions must be in (0, 1)")
 
     @property
     def uses_reference(self) -> bool:
@@ -211,7 +215,8 @@ def run_policy(config: PolicyConfig, callbacks: tuple = ()) -> dict[str, Any]:
         train_dataset=train_data,
         data_collator=PreferenceCollator(tokenizer.pad_token_id, ("selected",) if spec.needs_selection else ()),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=list(callbacks) + ([SnapshotCallback(config.snapshot_fractions, config.run_dir)]
+                                     if config.snapshot_fractions else []),
         loss=spec,
         loss_kwargs=config.loss_kwargs,
         ref_model=reference,

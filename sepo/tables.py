@@ -17,7 +17,7 @@ from typing import Any
 
 from sepo import claims as claim_rules
 from sepo.methods import Method
-from sepo.pipeline import Pipeline, relative
+from sepo.pipeline import Pipeline, relative, resolve
 
 
 def _frame(rows: list[dict]):
@@ -32,13 +32,14 @@ def _run(run_dir: str | Path) -> dict[str, str]:
 
 def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=None, size: str | None = None,
                        world: str = "id", data: str | None = None, reference_path: str | None = None,
-                       lr: float | None = None, split: str = "test") -> dict:
+                       lr: float | None = None, split: str = "test", snapshots: bool = False) -> dict:
     """One policy run and its evaluation on the ``split`` prompts, as a table row. A method that trains on
-    token selections reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs)."""
+    token selections reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs).
+    ``lr``: the policy's learning rate (default ``policy_lr``); the row records it."""
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
-                                         world=world, reference_path=reference_path, lr=lr)
-    row = {"method": recipe.name, "seed": seed, **pipe.evaluate(run_dir, seed, size=size, world=world, split=split),
-           **pipe.diagnose(run_dir, size=size)}
+                                         world=world, reference_path=reference_path, lr=lr, snapshots=snapshots)
+    row = {"method": recipe.name, "seed": seed, "lr": pipe.config.policy_lr if lr is None else lr,
+           **pipe.evaluate(run_dir, seed, size=size, world=world, split=split), **pipe.diagnose(run_dir, size=size)}
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
     row.update(_run(run_dir))
     if recipe.needs_selection and oracle_dir is not None:
@@ -70,6 +71,8 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
     from sepo.analysis import token_agreement
     from sepo.oracle import load_scored
 
+    sepo = pipe.method("SePO")
+    lr = chosen_learning_rate(pipe, sepo) if train_policies else None
     rows = []
     for seed in pipe.config.seeds:
         for fraction in fractions:
@@ -84,7 +87,7 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
                    "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
                    "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
             if train_policies:
-                policy = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=oracle_dir)
+                policy = train_and_evaluate(pipe, sepo, seed, oracle_dir=oracle_dir, lr=lr)
                 row.update({f"policy_{k_}": v for k_, v in policy.items() if k_ in ("win_rate", "reward", "kl", "run")})
             rows.append(row)
     frame = _frame(rows)
@@ -120,12 +123,15 @@ def token_reward_report(pipe: Pipeline, k: float = 0.3):
 # --------------------------------------------------------------------------------------------
 def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
-    prompts (never the test prompts); the chosen rate is the one with the highest gold win rate. Returns the
-    search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the grid is empty)."""
+    prompts (never the test prompts); the chosen rate is the one with the highest gold win rate (ties: the
+    smaller rate). Runs keep their snapshots, so the first seed's test run at the chosen rate is the search's
+    own run. Returns the search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the
+    grid is empty)."""
     grid = pipe.config.policy_lr_grid
     if not grid:
         return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
-    rows = [{"lr": lr, **train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation")}
+    rows = [train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation",
+                               snapshots=bool(pipe.config.snapshot_fractions))
             for recipe in recipes for lr in grid]
     frame = _frame(rows)
     chosen = {name: float(group.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0])
@@ -134,24 +140,48 @@ def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     return frame, chosen
 
 
-def main_table(pipe: Pipeline, methods: list[str]):
+def chosen_learning_rate(pipe: Pipeline, recipe: Method) -> float:
+    """The learning rate the main table's search chooses for ``recipe`` (its runs are shared through the
+    cache): every notebook trains a method at its own chosen rate, not at one rate for all. Variants of a
+    method (another k, gamma, oracle or policy size) take the rate chosen for the method itself."""
+    seed = pipe.config.seeds[0]
+    oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
+    return learning_rate_search(pipe, [recipe], oracle_dir, seed)[1][recipe.name]
+
+
+def main_table(pipe: Pipeline, methods: list[str], frontier_methods: tuple[str, ...] = ()):
     """Every method from the same SFT model, per seed (C2, R5). Methods that train on token selections
     use the seed's oracle. With a ``policy_lr_grid`` each method first gets the same learning-rate search
     (on the first seed, judged on the validation prompts) and every seed then trains at its chosen rate.
-    Returns the table, the claims, and the search (empty without a grid)."""
+    The test runs of ``frontier_methods`` are also the reward-vs-KL frontier (their snapshots, R2).
+    Returns the table, the claims, the search (empty without a grid) and the frontier points."""
+    import pandas as pd
+
     recipes = [pipe.method(name) for name in methods]  # an unknown method fails before any training
+    unknown = sorted(set(frontier_methods) - set(methods))
+    if unknown:
+        from sepo.errors import ConfigError
+
+        raise ConfigError(f"frontier_methods {unknown}: not in methods {methods}")
     sft_path = pipe.sft_path(pipe.config.policy_size)
     search, chosen = learning_rate_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
-    rows = []
+    snapshots = bool(pipe.config.snapshot_fractions)
+    rows, curves = [], []
     for seed in pipe.config.seeds:
         oracle_dir, _ = pipe.oracle(seed)
         sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
         rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
         for recipe in recipes:
-            rows.append({**train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name]),
-                         "lr": chosen[recipe.name]})
+            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name], snapshots=snapshots)
+            rows.append(row)
+            if recipe.name in frontier_methods:
+                curve = pipe.frontier(resolve(row["run"]), recipe.name, seed)
+                curve["run"] = row["run"]
+                curves.append(curve)
     frame = _frame(rows)
-    return frame, claim_rules.main_table_claims(frame), search
+    curves = pd.concat(curves, ignore_index=True) if curves else _frame([])
+    found = {**claim_rules.main_table_claims(frame), **(claim_rules.frontier_claims(curves) if len(curves) else {})}
+    return frame, found, search, curves
 
 
 def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[float], oracle_betas: list[float],
@@ -165,11 +195,12 @@ def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[f
     variants += [("oracle_beta", b, sepo.replace(name=f"SePO oracle beta={b}")) for b in oracle_betas]
     variants += [("adaptive_mass", m, sepo.replace(name=f"SePO adaptive mass={m}", selector="adaptive", selection_kwargs={"mass": m}))
                  for m in masses]
+    lr = chosen_learning_rate(pipe, sepo)
     rows = []
     for seed in pipe.config.seeds:
         for parameter, value, recipe in variants:
             oracle_dir, _ = pipe.oracle(seed, beta=value if parameter == "oracle_beta" else None)
-            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir)
+            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr)
             rows.append({"parameter": parameter, "value": value, **row})
     frame = _frame(rows)
     return frame, claim_rules.ablation_claims(frame)
@@ -177,15 +208,17 @@ def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[f
 
 def weak_to_strong(pipe: Pipeline, oracle_sizes: list[str], policy_sizes: list[str]):
     """Every oracle size x policy size, one tokenizer (C4), and each policy size's DPO baseline."""
+    sepo, dpo = pipe.method("SePO"), pipe.method("DPO")
+    lr = {"SePO": chosen_learning_rate(pipe, sepo), "DPO": chosen_learning_rate(pipe, dpo)}  # chosen at policy_size
     rows = []
     for seed in pipe.config.seeds:
         for o in oracle_sizes:
             oracle_dir, _ = pipe.oracle(seed, size=o)
             for p in policy_sizes:
-                row = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=oracle_dir, size=p)
+                row = train_and_evaluate(pipe, sepo, seed, oracle_dir=oracle_dir, size=p, lr=lr["SePO"])
                 rows.append({"oracle_size": o, "policy_size": p, **row})
         for p in policy_sizes:
-            rows.append({"oracle_size": "-", "policy_size": p, **train_and_evaluate(pipe, pipe.method("DPO"), seed, size=p)})
+            rows.append({"oracle_size": "-", "policy_size": p, **train_and_evaluate(pipe, dpo, seed, size=p, lr=lr["DPO"])})
     frame = _frame(rows)
     return frame, claim_rules.weak_to_strong_claims(frame, oracle_sizes, policy_sizes)
 
@@ -196,14 +229,16 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
     import pandas as pd
 
     recipes = {name: pipe.method(name) for name in methods}  # an unknown method fails before any training
+    lr = {name: chosen_learning_rate(pipe, recipe) for name, recipe in recipes.items()}  # chosen in distribution
     data = pipe.mixed_data_path("id", "ood")
     rows, frontiers = [], []
     for seed in pipe.config.seeds:
         oracle_dir, _ = pipe.oracle(seed, data_path=data)  # in-distribution oracle scoring out-of-distribution pairs
         for name, recipe in recipes.items():
             run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
-                                     save_steps=save_steps, epochs=frontier_epochs)
-            rows.append({"method": name, "seed": seed, **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir), **_run(run_dir)})
+                                     save_steps=save_steps, epochs=frontier_epochs, lr=lr[name])
+            rows.append({"method": name, "seed": seed, "lr": lr[name], **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir),
+                         **_run(run_dir)})
             curve = pipe.frontier(run_dir, name, seed)
             curve["run"] = relative(run_dir)
             frontiers.append(curve)
@@ -214,17 +249,18 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
 def selective_dpo_references(pipe: Pipeline, strong_size: str, ks: list[float]):
     """Selective-DPO with a weak reference (the policy's own SFT model) and a strong one (a DPO-trained
     larger model), keeping several fractions ``k`` of tokens (the paper keeps the top 40%)."""
+    dpo, sdpo = pipe.method("DPO"), pipe.method("Selective-DPO")
+    lr = {"DPO": chosen_learning_rate(pipe, dpo), "Selective-DPO": chosen_learning_rate(pipe, sdpo)}
     rows = []
     for seed in pipe.config.seeds:
-        strong_dir, _ = pipe.policy(pipe.method("DPO"), seed, size=strong_size)
+        strong_dir, _ = pipe.policy(dpo, seed, size=strong_size, lr=lr["DPO"])
         references = {"weak (policy SFT)": pipe.sft_path(pipe.config.policy_size), f"strong (DPO {strong_size})": str(strong_dir / "model")}
         for ref_name, ref_path in references.items():
             for k in ks:
-                recipe = pipe.method("Selective-DPO")
-                recipe = recipe.replace(name=f"Selective-DPO k={k}").with_loss_kwargs(k=k)
-                row = train_and_evaluate(pipe, recipe, seed, reference_path=ref_path)
+                recipe = sdpo.replace(name=f"Selective-DPO k={k}").with_loss_kwargs(k=k)
+                row = train_and_evaluate(pipe, recipe, seed, reference_path=ref_path, lr=lr["Selective-DPO"])
                 rows.append({"reference": ref_name, "k": k, **row, "reference_run": relative(ref_path)})
-        rows.append({"reference": "-", "k": float("nan"), **train_and_evaluate(pipe, pipe.method("DPO"), seed)})
+        rows.append({"reference": "-", "k": float("nan"), **train_and_evaluate(pipe, dpo, seed, lr=lr["DPO"])})
     frame = _frame(rows)
     k = 0.4 if 0.4 in ks else ks[0]
     return frame, claim_rules.selective_dpo_claims(frame, k)
@@ -239,6 +275,8 @@ def cross_tokenizer(pipe: Pipeline, k: float = 0.3):
     from sepo.oracle import load_scored
 
     tokenizer_a = AutoTokenizer.from_pretrained(str(pipe.world.tokenizer_path))
+    sepo = pipe.method("SePO")
+    lr = chosen_learning_rate(pipe, sepo)
     rows = []
     for seed in pipe.config.seeds:
         same_dir, _ = pipe.oracle(seed)
@@ -246,7 +284,7 @@ def cross_tokenizer(pipe: Pipeline, k: float = 0.3):
         carried_dir = pipe.carried_scores(other_dir, tokenizer_a)
         for label, run_dir in (("same tokenizer", same_dir), ("other tokenizer, carried", carried_dir)):
             agreement = token_agreement(load_scored(str(run_dir)), k=k, seed=seed)
-            row = train_and_evaluate(pipe, pipe.method("SePO"), seed, oracle_dir=run_dir)
+            row = train_and_evaluate(pipe, sepo, seed, oracle_dir=run_dir, lr=lr)
             rows.append({"oracle": label, **row, "chosen_precision": agreement["chosen/precision"],
                          "random_precision": agreement["chosen/random_precision"], "spearman": agreement["chosen/spearman"]})
     frame = _frame(rows)
@@ -265,7 +303,8 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
     seed = c.seeds[0]
     recipe = pipe.method(method_name)
     oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
-    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir)
+    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir, lr=chosen_learning_rate(pipe, recipe),
+                             snapshots=bool(c.snapshot_fractions))  # the main table's run of this method and seed
     values = dict(
         model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,

@@ -31,7 +31,7 @@ import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from datasets.utils import logging as datasets_logging
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from sepo.config import StageConfig, help_field
@@ -239,6 +239,37 @@ class TrainingStageConfig(StageConfig):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir)
+
+
+SNAPSHOTS = "snapshots"
+
+
+class SnapshotCallback(TrainerCallback):
+    """Save the model's weights (not a resumable checkpoint: no optimizer state) when given fractions of the
+    run's optimizer steps are done, as ``snapshots/step-<N>``: the intermediate policies of a reward-vs-KL
+    frontier, denser early where the policy moves fastest. The last step is not saved (``model/`` holds it)."""
+
+    def __init__(self, fractions, run_dir: str | Path):
+        self.fractions = tuple(fractions)
+        self.directory = Path(run_dir) / SNAPSHOTS
+        self.steps: set[int] = set()
+
+    @staticmethod
+    def steps_for(fractions, max_steps: int) -> list[int]:
+        return sorted({min(max(1, round(f * max_steps)), max_steps) for f in fractions} - {max_steps})
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = set(self.steps_for(self.fractions, state.max_steps))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps and state.is_world_process_zero:
+            model.save_pretrained(str(self.directory / f"step-{state.global_step}"))
+
+
+def snapshot_steps(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, directory)`` of a run's snapshots, in training order."""
+    found = [(int(p.name.split("-")[1]), p) for p in Path(run_dir, SNAPSHOTS).glob("step-*")]
+    return sorted(found)
 
 
 def training_arguments(config: TrainingStageConfig, do_eval: bool = False) -> TrainingArguments:

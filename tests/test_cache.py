@@ -95,3 +95,11 @@ def test_usage_tells_runs_built_now_from_runs_read_from_before(tmp_path):
     assert usage_since(tmp_path, start) == {"built": 1, "reused_own": 1, "reused_older": 0}
     log_usage(tmp_path, "oracle", "old", built=False)
     assert usage_since(tmp_path, start)["reused_older"] == 1
+
+
+def test_another_cpu_kernel_set_is_another_run(monkeypatch):
+    import sepo.cache as cache
+
+    here = cache.code_fingerprint("policy", losses=["dpo"])
+    monkeypatch.setattr(cache, "numerics", lambda: "torch 2.13.0; cpu kernels AVX2")
+    assert cache.code_fingerprint("policy", losses=["dpo"]) != here

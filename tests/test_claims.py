@@ -134,9 +134,11 @@ def test_ood_verdicts_and_matched_kl():
                        "DPO": [(0, 0.0, 0.0), (10, 3.0, 0.6), (20, 6.0, 0.9), (30, 9.0, 0.3)]})
     curves.loc[(curves.method == "DPO") & (curves.step == 30), "reward"] += curves.seed * 0.01
     out = C.ood_claims(frame, curves)
+    assert set(out) == {"C5"}
     assert out["C5"]["verdict"] == "holds" and out["C5"]["effects"][0]["name"].startswith("premise")
     # overlap of trained checkpoints: [3, 4]; at KL 4: SePO 1.5, DPO 0.6 + (0.9 - 0.6) / 3 = 0.7
-    assert out["R2"]["effects"][0]["mean"] == pytest.approx(0.8) and out["R2"]["verdict"] == "holds"
+    r2 = C.frontier_claims(curves)["R2"]
+    assert r2["effects"][0]["mean"] == pytest.approx(0.8) and r2["verdict"] == "holds" and "KL 4.00-4.00" in r2["note"]
     assert C.reward_at_kl(curves[(curves.method == "DPO") & (curves.seed == 0)], 4.5) == pytest.approx(0.75)
 
 
@@ -149,7 +151,23 @@ def test_ood_premise_not_met_and_kl_not_measured():
     out = C.ood_claims(frame, rising)
     assert out["C5"]["verdict"] == "premise not met"
     # SePO's checkpoints start at KL 20, DPO's end at 3: interpolating from the SFT point is not a measurement
-    assert out["R2"]["verdict"] == "not measured" and out["R2"]["effects"] == [] and "[0, 1, 2]" in out["R2"]["note"]
+    r2 = C.frontier_claims(rising)["R2"]
+    assert r2["verdict"] == "not measured" and r2["effects"] == [] and "[0, 1, 2]" in r2["note"]
+
+
+def test_frontier_claims_compare_at_matched_kl_and_report_the_other_methods():
+    # SePO below DPO at every shared KL; the gold-credit arm above it
+    curves = frontier({"SePO": [(0, 0.0, 0.0), (5, 1.0, 0.2), (-1, 3.0, 0.5)],
+                       "DPO": [(0, 0.0, 0.0), (5, 1.5, 0.5), (-1, 4.0, 1.0)],
+                       "SePO-gold": [(0, 0.0, 0.0), (5, 2.0, 1.0), (-1, 5.0, 2.0)]})
+    curves.loc[curves.method == "SePO", "reward"] -= curves.seed * 0.01
+    out = C.frontier_claims(curves)["R2"]
+    assert out["verdict"] == "does not hold"
+    # at KL 3 (the top of the shared range [1.5, 3]): SePO 0.5 - seed/100, DPO 0.5 + 0.5 * 1.5 / 2.5 = 0.8
+    assert out["effects"][0]["mean"] == pytest.approx(0.5 - 0.01 - 0.8)
+    gold = out["effects"][1]
+    assert gold["name"].endswith("SePO-gold - DPO") and gold["mean"] == pytest.approx(1.0 + (2.0 - 1.0) * 2 / 3 - 1.0)
+    assert C.frontier_claims(curves[curves.method != "DPO"]) == {}  # no baseline: nothing to claim
 
 
 def test_selective_dpo_verdict():
@@ -196,3 +214,35 @@ def test_world_card_targets_and_table():
     card["oracle_heldout_accuracy"].update(value=0.6, target=">= 0.72", met=False)
     text = card_markdown(card)
     assert "| `label_agreement` | 0.900 | >= 0.85 | yes |" in text and "| `oracle_heldout_accuracy` | 0.600 | >= 0.72 | **no** |" in text
+
+
+def test_a_verdict_that_moves_with_the_cpu_kernels_is_inconclusive(tmp_path):
+    import json
+
+    from sepo.errors import ConfigError
+    from sepo.utils import write_json
+
+    def results(where, sepo_c2, sepo_r5):
+        (where / "04_main_table").mkdir(parents=True)
+        claims = C.main_table_claims(rows({"SePO": sepo_c2, "DPO": [0.5, 0.51, 0.49]}))
+        claims["R5"] = C.main_table_claims(rows({"SePO": sepo_r5, "DPO": [0.5, 0.5, 0.5]}))["R5"]
+        write_json(where / "04_main_table" / "metrics.json", {"claims": claims})
+        return where
+
+    here = results(tmp_path / "here", [0.7, 0.72, 0.71], [0.7, 0.72, 0.71])
+    other = results(tmp_path / "avx2", [0.7, 0.72, 0.71], [0.5, 0.52, 0.47])  # R5 inconclusive there, holds here
+    C.write_claims(other)
+    record = json.loads((other / "claims.json").read_text())
+    record["numerics"] = "torch 2.13.0+cpu; cpu kernels AVX2"
+    write_json(other / "claims.json", record)
+    text = C.add_run(here, other).read_text()
+    assert (here / "stability" / "avx2.json").is_file()
+    table = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| C2 ") or line.startswith("| R5 ")}
+    assert "| **holds** | holds | holds |" in table["C2"]  # the same in both runs
+    assert "| **inconclusive** | holds | inconclusive |" in table["R5"]  # moves: reported as neither side
+    assert "### R5: inconclusive" in text and "AVX2: inconclusive" in text and "  - AVX2 run: " in text
+    # a record made by other project files is refused, not mixed in
+    record["project"] = "0" * 16
+    write_json(other / "claims.json", record)
+    with pytest.raises(ConfigError, match="other project files"):
+        C.add_run(here, other)

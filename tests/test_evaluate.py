@@ -572,3 +572,17 @@ def test_benchmark_rows_and_their_figure(tmp_path):
     fig = benchmark_scores(frame)
     assert len(fig.axes) == 7 and all(len(ax.lines) >= 2 for ax in fig.axes)
     fig.savefig(tmp_path / "benchmarks.png")
+
+
+def test_sample_lengths_count_tokens_and_cut_off_samples(tokenizer):
+    from sepo.data import tokenize_response
+    from sepo.evaluate import sample_lengths
+
+    short, long = "the soup was good .", " ".join(["the soup was good ."] * 20)
+    n_short = len(tokenize_response(tokenizer, short)[0]) - 1  # EOS not counted
+    n_long = len(tokenize_response(tokenizer, long)[0]) - 1
+    limit = n_short + 5
+    assert n_long > limit
+    out = sample_lengths(tokenizer, [short, long[: len(long)]], limit)
+    assert out["mean_tokens"] == pytest.approx((n_short + n_long) / 2) and out["cutoff_share"] == 0.5 and out["n"] == 2
+    assert sample_lengths(tokenizer, [short], n_short)["cutoff_share"] == 1.0  # as long as the limit: no EOS was sampled

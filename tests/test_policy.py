@@ -57,6 +57,23 @@ def test_same_seed_gives_byte_identical_metrics(world):
     assert (a.run_dir / "metrics.json").read_bytes() != (c.run_dir / "metrics.json").read_bytes()
 
 
+def test_snapshots_save_the_weights_at_fractions_of_the_run_denser_early(world):
+    from sepo.trainer import SnapshotCallback, snapshot_steps
+
+    assert SnapshotCallback.steps_for((0.03, 0.06, 0.12, 0.25, 0.38, 0.5, 0.75), 68) == [2, 4, 8, 17, 26, 34, 51]
+    assert SnapshotCallback.steps_for((0.01, 0.5, 0.99), 4) == [1, 2]  # at least step 1; the last step is model/
+    cfg = config(world, "snap", max_steps=4, snapshot_fractions=(0.25, 0.5))
+    run_policy(cfg)
+    saved = snapshot_steps(cfg.run_dir)
+    assert [step for step, _ in saved] == [1, 2] and all((path / "model.safetensors").is_file() for _, path in saved)
+    plain = config(world, "snap-none", max_steps=4)
+    run_policy(plain)  # saving snapshots does not change the training
+    assert load_file(str(cfg.run_dir / "model" / "model.safetensors"))["lm_head.weight"].equal(
+        load_file(str(plain.run_dir / "model" / "model.safetensors"))["lm_head.weight"])
+    with pytest.raises(ConfigError, match="snapshot_fractions"):
+        config(world, "snap-bad", snapshot_fractions=(1.0,))
+
+
 @pytest.mark.parametrize("loss", ["dpo", "selective_dpo"])
 def test_reference_losses_load_the_reference(world, monkeypatch, loss):
     loaded = []

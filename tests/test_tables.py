@@ -33,9 +33,11 @@ class FakePipeline:
         self.calls.append(("oracle", path.name))
         return path, {}
 
-    def policy(self, recipe, seed, size=None, data=None, world="id", save_steps=0, reference_path=None, epochs=None, lr=None):
+    def policy(self, recipe, seed, size=None, data=None, world="id", save_steps=0, reference_path=None, epochs=None, lr=None,
+               snapshots=False):
         tag = f"{recipe.name}|{recipe.loss}|{sorted(recipe.loss_kwargs.items())}|{recipe.selector}|" \
-              f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}" + (f"|lr={lr}" if lr is not None else "")
+              f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}" + (f"|lr={lr}" if lr is not None else "") \
+              + ("|snapshots" if snapshots else "")
         self.calls.append(("policy", tag, data))
         if recipe.needs_selection and data is None:
             raise ConfigError("needs an oracle run")
@@ -60,8 +62,8 @@ class FakePipeline:
 
 def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
     pipe = FakePipeline()
-    frame, claims, search = tables.main_table(pipe, ["DPO", "SePO", "SePO-random"])
-    assert len(search) == 0 and (frame[frame.method != "SFT"].lr == pipe.config.policy_lr).all()
+    frame, claims, search, curves = tables.main_table(pipe, ["DPO", "SePO", "SePO-random"])
+    assert len(search) == 0 and len(curves) == 0 and (frame[frame.method != "SFT"].lr == pipe.config.policy_lr).all()
     assert len(frame) == 3 * 4 and set(frame.method) == {"SFT", "DPO", "SePO", "SePO-random"}
     assert set(claims) == {"C2", "R5", "C2-control"}
     sepo = frame[frame.method == "SePO"]
@@ -79,7 +81,7 @@ def test_main_table_rows_trace_to_their_runs_and_reject_unknown_methods():
 
 def test_every_method_gets_the_same_learning_rate_search_on_validation_prompts():
     pipe = FakePipeline(seeds=(0, 1, 2), policy_lr_grid=(3e-5, 1e-4, 3e-4))
-    frame, claims, search = tables.main_table(pipe, ["DPO", "SePO"])
+    frame, claims, search, curves = tables.main_table(pipe, ["DPO", "SePO"])
     assert len(search) == 2 * 3 and set(search.lr) == {3e-5, 1e-4, 3e-4}
     assert search.groupby("method").chosen.sum().tolist() == [1, 1]
     for method, group in search.groupby("method"):
@@ -91,6 +93,22 @@ def test_every_method_gets_the_same_learning_rate_search_on_validation_prompts()
     assert all((key, "validation") in evaluated for key in search.run_key)
     assert all((key, "test") in evaluated for key in frame[frame.method != "SFT"].run_key)
     assert (search.method.value_counts() == 3).all()
+    # the other tables train each method at the rate the same search chose (its runs come from the cache)
+    chosen = dict(zip(search[search.chosen].method, search[search.chosen].lr))
+    assert tables.chosen_learning_rate(pipe, pipe.method("SePO")) == chosen["SePO"]
+    w2s, _ = tables.weak_to_strong(pipe, ["small"], ["large"])
+    assert (w2s[w2s.method == "SePO"].lr == chosen["SePO"]).all() and (w2s[w2s.method == "DPO"].lr == chosen["DPO"]).all()
+
+
+def test_main_table_runs_are_the_frontier_of_the_frontier_methods():
+    pipe = FakePipeline(seeds=(0, 1), policy_lr_grid=(1e-4, 1e-3), snapshot_fractions=(0.25, 0.5))
+    frame, claims, search, curves = tables.main_table(pipe, ["DPO", "SimPO", "SePO"], frontier_methods=("DPO", "SePO"))
+    assert set(curves.method) == {"DPO", "SePO"} and len(curves) == 2 * 2 * 3 and "R2" in claims
+    assert set(curves.run) <= set(frame.run)  # the table's own runs, no second set of trainings
+    tags = [c[1] for c in pipe.calls if c[0] == "policy"]
+    assert all(t.endswith("|snapshots") for t in tags)  # search and test runs keep the same snapshots
+    with pytest.raises(ConfigError, match="frontier_methods"):
+        tables.main_table(pipe, ["DPO"], frontier_methods=("SePO",))
 
 
 def test_ablations_change_one_setting_per_variant():
@@ -98,9 +116,9 @@ def test_ablations_change_one_setting_per_variant():
     frame, claims = tables.ablations(pipe, ks=[0.1, 0.3, 1.0], k_ls=[1.0], gammas=[2.5], oracle_betas=[0.5], masses=[0.5])
     assert len(frame) == 2 * 7 and set(claims) == {"C3", "R4"}
     tags = [c[1] for c in pipe.calls if c[0] == "policy"]
-    assert "SePO k_l=1.0|sepo|[]|topk|[('k_l', 1.0)]|None|None|0" in tags
-    assert "SePO gamma=2.5|sepo|[('gamma', 2.5)]|topk|[]|None|None|0" in tags
-    assert "SePO adaptive mass=0.5|sepo|[]|adaptive|[('mass', 0.5)]|None|None|1" in tags
+    assert "SePO k_l=1.0|sepo|[]|topk|[('k_l', 1.0)]|None|None|0|lr=0.0003" in tags
+    assert "SePO gamma=2.5|sepo|[('gamma', 2.5)]|topk|[]|None|None|0|lr=0.0003" in tags
+    assert "SePO adaptive mass=0.5|sepo|[]|adaptive|[('mass', 0.5)]|None|None|1|lr=0.0003" in tags
     assert ("oracle", "oracle-small-0.5-a-0") in pipe.calls  # the oracle-beta variant trains its own oracle
 
 
@@ -114,7 +132,7 @@ def test_weak_to_strong_grid_and_baselines():
 def test_ood_rows_and_frontiers_carry_runs():
     pipe = FakePipeline(seeds=(0, 1))
     frame, curves, claims = tables.ood_and_overoptimization(pipe, ["DPO", "SePO"], frontier_epochs=2.0, save_steps=4)
-    assert set(claims) == {"C5", "R2"} and len(curves) == 2 * 2 * 3
+    assert set(claims) == {"C5"} and len(curves) == 2 * 2 * 3
     assert curves.run.str.startswith("cache-fake/policy/").all() and frame.run_key.str.len().eq(8).all()
 
 
