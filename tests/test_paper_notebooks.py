@@ -104,7 +104,7 @@ def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_pa
     # same config, same cache: the table again without one new judge call or training run
     before = len(judge_server.calls)
     config = config_from({**parameters, "methods": ["DPO", "SePO"]}, notebook={"methods": list[str]})
-    frame, _, _ = main_table(Pipeline(config), ["DPO", "SePO"])
+    frame = main_table(Pipeline(config), ["DPO", "SePO"])[0]
     assert len(judge_server.calls) == before
     assert frame.set_index("method").win_rate.to_dict() == {m: r["win_rate"] for m, r in rows.items()}
 

@@ -319,7 +319,7 @@ def evaluate_benchmarks(pipe, model_dir: str, reference_dir: str, seed: int, *, 
         raise ConfigError("paper.benchmarks is empty: name at least one of " + ", ".join(BENCHMARKS))
     nan = float("nan")
     row: dict[str, Any] = {"win_rate": nan, "win_rate_se": nan, "reward": nan, "reward_se": nan, "sft_reward": nan,
-                           "kl": nan, "kl_se": nan}
+                           "kl": nan, "kl_se": nan, "sample_tokens": nan, "cutoff_share": nan}
     runs = []
     for i, benchmark in enumerate(p.benchmarks):
         values = dict(
@@ -336,6 +336,9 @@ def evaluate_benchmarks(pipe, model_dir: str, reference_dir: str, seed: int, *, 
             row["win_rate_se"] = metrics["vs_reference"]["standard_error"] / 100.0
         if "kl" in metrics:
             row["kl"], row["kl_se"] = metrics["kl"]["kl"], metrics["kl"]["kl_stderr"]
+        if "lengths_policy" in metrics and row["sample_tokens"] != row["sample_tokens"]:  # the first that has them
+            row["sample_tokens"] = metrics["lengths_policy"]["mean_tokens"]
+            row["cutoff_share"] = metrics["lengths_policy"]["cutoff_share"]
         if benchmark == "alpaca_eval":
             row["alpaca_eval_wr_vs_sft"] = metrics["vs_reference"]["win_rate"] / 100.0
             if "vs_baseline" in metrics:
