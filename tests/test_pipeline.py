@@ -144,7 +144,7 @@ def test_frontier_points_are_the_sft_model_every_checkpoint_and_the_final_model_
     monkeypatch.setattr("sepo.trainer.load_causal_lm", lambda path, field: types.SimpleNamespace(eval=lambda: None))
     monkeypatch.setattr("sepo.trainer.load_tokenizer", lambda path, field: None)
     pipe = types.SimpleNamespace(config=ExperimentConfig(), sft_path=lambda size: "sft", eval_prompts=lambda world: ["p"],
-                                 world=types.SimpleNamespace(eval_prompts=lambda world: ["p"], judge=None))
+                                 world=types.SimpleNamespace(eval_prompts=lambda world: ["p"], judge=object()))  # a gold judge
     Pipeline.frontier(pipe, run, "DPO", seed=0)
     # a checkpoint at the last step already holds the final weights: they are evaluated once
     assert [p[1] for p in seen["points"]] == expected
