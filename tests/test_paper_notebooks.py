@@ -99,7 +99,8 @@ def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_pa
     assert calls["arena_hard"] == 12 and calls["mt_bench"] == 24 and calls["alpaca_eval"] >= 1, calls
     # the paper tier's training settings reached the stages
     policy = yaml.safe_load((REPO / rows["SePO"]["run"] / "config.yaml").read_text())  # runs are named relative to the project
-    assert policy["lr_scheduler_type"] == "cosine" and policy["chat_template"].endswith("chat_template.jinja")
+    assert policy["lr_scheduler_type"] == "cosine"
+    assert policy["chat_template"] == (REPO / "configs" / "paper" / "chat_template.jinja").read_text()  # by content
     assert policy["selection_kwargs"] == {} and policy["loss"] == "sepo"
     # same config, same cache: the table again without one new judge call or training run
     before = len(judge_server.calls)
@@ -307,3 +308,27 @@ def test_paper_yamls_hold_the_papers_setting_and_their_estimate():
     sepo = method("SePO")  # the headline k = 0.3: the top-k selector's defaults, not overridden
     assert sepo.selector == "topk" and not sepo.selection_kwargs and not main.get("method_settings")
     assert {n: p.default for n, p in inspect.signature(topk_selector).parameters.items() if n in ("k_w", "k_l")} == {"k_w": 0.3, "k_l": 0.3}
+
+
+def test_prepared_splits_are_made_once_and_follow_the_data(paper_world, tmp_path, monkeypatch):
+    from datasets import load_from_disk
+
+    from sepo.pipeline import Pipeline
+
+    monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-test")
+    data = tmp_path / "uf"
+    DatasetDict({"train_prefs": Dataset.from_dict(ultrafeedback_rows(6, 0)),
+                 "test_prefs": Dataset.from_dict(ultrafeedback_rows(2, 1))}).save_to_disk(str(data))
+    first = Pipeline(paper_config(paper_world, tmp_path, data=str(data))).world.root
+    assert Pipeline(paper_config(paper_world, tmp_path, data=str(data))).world.root == first  # datasets' cache files aside
+    splits = load_from_disk(str(first / "id"))
+    assert {k: len(v) for k, v in splits.items()} == {"oracle": 3, "train": 3, "eval": 2}
+    row = splits["train"][0]  # TRL's conversational layout: prompt turns, then the last answer alone
+    assert row["prompt"][-1]["role"] == "user" and [m["role"] for m in row["chosen"]] == ["assistant"]
+    DatasetDict({"train_prefs": Dataset.from_dict(ultrafeedback_rows(6, 7)),
+                 "test_prefs": Dataset.from_dict(ultrafeedback_rows(2, 1))}).save_to_disk(str(tmp_path / "uf2"))
+    import shutil
+
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "uf2", data)  # other data at the same path: prepared again
+    assert Pipeline(paper_config(paper_world, tmp_path, data=str(data))).world.root != first

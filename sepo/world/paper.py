@@ -90,6 +90,30 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _source_stamp(name: str) -> list:
+    """What identifies a local data source's content cheaply: every file's path, size and modification time
+    (a Hub id is named as given)."""
+    from sepo.pipeline import resolve
+
+    path = resolve(name) if name else None
+    if path is None or not path.exists():
+        return [name]
+    # (datasets writes its own cache-*.arrow files beside a saved dataset it maps: not the data)
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("cache-"))
+    return [[str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def _preparation_code() -> str:
+    """The source of the code that prepares the splits: prepared data made by other code is not reused."""
+    import inspect
+
+    from sepo import paper
+    from sepo.trainer import load_preferences
+
+    return _digest(inspect.getsource(paper), inspect.getsource(load_preferences),
+                   inspect.getsource(PaperWorld.preferences_path))
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
@@ -131,9 +155,11 @@ class PaperWorld:
         self.paper = PaperTierConfig.from_dict(config.paper)
         self.cache = Path(cache)
         p = self.paper
-        self.chat_template = str(resolve(p.chat_template)) if p.chat_template else ""
-        if self.chat_template and not Path(self.chat_template).is_file():
+        template = resolve(p.chat_template) if p.chat_template else None
+        if template is not None and not template.is_file():
             raise ConfigError(f"paper.chat_template = {p.chat_template!r}: no such file")
+        # the template's text, not its path, goes into the stage configs: their cache keys follow its content
+        self.chat_template = template.read_text() if template is not None else ""
         # 1. everything that can stop the run, before any training or sampling
         for size in self.sizes_used():
             check_available(self.sft_path(size), f"paper.models.{size}", "model")
@@ -153,7 +179,8 @@ class PaperWorld:
             raise ConfigError(f"paper.accelerate_config = {p.accelerate_config!r}: no such file")
         # 2. the data, split once (malformed rows stop here, naming the file and row)
         self.root = self.cache / "paper" / _digest(p.data, p.train_split, p.eval_split, p.oracle_share, p.split_seed,
-                                                   p.max_eval_pairs, p.ood_data, p.ood_split)
+                                                   p.max_eval_pairs, p.ood_data, p.ood_split, _source_stamp(p.data),
+                                                   _source_stamp(p.ood_data), _preparation_code())
         for world in WORLDS:
             if world == "id" or p.ood_data:
                 self.preferences_path(world)
