@@ -80,9 +80,9 @@ class ExperimentConfig(StageConfig):
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
     tier: str = help_field("mini", help="'mini': the mini world (this package's reproduction); 'paper': the paper's "
-                                        "models, data and LLM judges, set in `paper` (sepo.world.paper)")
+                                        "models, data and LLM judges, set in `paper` (sepo.paper_tier)")
     paper: dict = help_field({}, help="the paper tier's models, data, judges and training settings "
-                                      "(sepo.world.paper.PaperTierConfig); ignored by the mini tier")
+                                      "(sepo.paper_tier.PaperTierConfig); ignored by the mini tier")
     notebook: dict = help_field({}, help="the notebook's own parameters (its sweep), recorded with the shared ones")
 
     def validate(self) -> None:
@@ -102,7 +102,7 @@ class ExperimentConfig(StageConfig):
             method(name, settings)  # raises a ConfigError naming the method
         self._require(self.tier in ("mini", "paper"), "tier", "'mini' or 'paper'")
         if self.tier == "paper":
-            from sepo.world.paper import PaperTierConfig
+            from sepo.paper_tier import PaperTierConfig
 
             PaperTierConfig.from_dict(self.paper)  # raises a ConfigError naming the parameter
 
@@ -143,7 +143,7 @@ class Pipeline:
     """The world of the experiment's tier and cached runs of every stage, for one :class:`ExperimentConfig`.
 
     ``tier: mini`` builds (or loads) the mini world; ``tier: paper`` holds a
-    :class:`~sepo.world.paper.PaperWorld` (named models, a preference dataset, LLM judges) that offers
+    :class:`~sepo.paper_tier.PaperWorld` (named models, a preference dataset, LLM judges) that offers
     the same data, models and prompts, so that a notebook runs either tier unchanged.
     """
 
@@ -154,7 +154,7 @@ class Pipeline:
         self.config = config
         self.cache = resolve(config.cache_dir)
         if config.tier == "paper":
-            from sepo.world.paper import PaperWorld
+            from sepo.paper_tier import PaperWorld
 
             self.world = PaperWorld(config, self.cache)  # stops here on a missing key, model or dataset
             self.derived = self.world.root / "derived"
@@ -284,7 +284,7 @@ class Pipeline:
 
         c = self.config
         if c.tier == "paper":  # the configured LLM-judged benchmarks instead of the gold judge
-            from sepo.world.paper import evaluate_benchmarks
+            from sepo.paper_tier import evaluate_benchmarks
 
             model = str(Path(model_dir) / "model") if Path(model_dir, "model").is_dir() else str(model_dir)
             return evaluate_benchmarks(self, model, reference_dir or self.sft_path(size or c.policy_size), seed)

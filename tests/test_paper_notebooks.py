@@ -269,7 +269,7 @@ def test_paper_yamls_hold_the_papers_setting_and_their_estimate():
     from sepo.methods import method
     from sepo.notebook import config_from
     from sepo.reproduce import NOTEBOOKS
-    from sepo.world.paper import PaperTierConfig
+    from sepo.paper_tier import PaperTierConfig
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from compute_estimate import hours_text, paper_notebook_estimate

@@ -161,6 +161,10 @@ class PaperWorld:
         # the template's text, not its path, goes into the stage configs: their cache keys follow its content
         self.chat_template = template.read_text() if template is not None else ""
         # 1. everything that can stop the run, before any training or sampling
+        if p.benchmarks and not os.environ.get(p.api_key_env):
+            raise ConfigError(f"the benchmarks {list(p.benchmarks)} are judged by an LLM: set the environment variable "
+                              f"{p.api_key_env} to the judge's API key (paper.api_key_env names the variable"
+                              f"{', paper.base_url the server' if p.base_url else ''})")
         for size in self.sizes_used():
             check_available(self.sft_path(size), f"paper.models.{size}", "model")
             if p.benchmarks:
@@ -168,10 +172,6 @@ class PaperWorld:
         for field, name in (("paper.data", p.data), ("paper.ood_data", p.ood_data)):
             if name:
                 check_available(name, field, "dataset")
-        if p.benchmarks and not os.environ.get(p.api_key_env):
-            raise ConfigError(f"the benchmarks {list(p.benchmarks)} are judged by an LLM: set the environment variable "
-                              f"{p.api_key_env} to the judge's API key (paper.api_key_env names the variable"
-                              f"{', paper.base_url the server' if p.base_url else ''})")
         for name, path in p.baseline_outputs.items():
             if not resolve(path).is_file():
                 raise ConfigError(f"paper.baseline_outputs.{name} = {path!r}: no such file")
