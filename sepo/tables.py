@@ -80,6 +80,7 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
             agreement = token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed)
             row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
                    "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                   "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
                    "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
                    "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
                    "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
@@ -89,6 +90,22 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
             rows.append(row)
     frame = _frame(rows)
     return frame, claim_rules.oracle_fraction_claims(frame)
+
+
+def oracle_curve(pipe: Pipeline, fractions: list[float], sizes: list[str]):
+    """How good an oracle gets in this world: held-out and target pair accuracy against the pairs it trained on
+    (``fractions`` of the oracle split) and its size, for the first seed (the world card's targets as lines)."""
+    seed = pipe.config.seeds[0]
+    rows = []
+    for size in sizes:
+        for fraction in fractions:
+            oracle_dir, metrics = pipe.oracle(seed, size=size, fraction=fraction)
+            rows.append({"size": size, "fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
+                         "heldout_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                         "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
+                         "train_accuracy": metrics.get("train/rewards/accuracies", float("nan")),
+                         "oracle_run": relative(oracle_dir)})
+    return _frame(rows)
 
 
 def token_reward_report(pipe: Pipeline, k: float = 0.3):
