@@ -122,8 +122,22 @@ def token_agreement(scored, k: float = 0.3, seed: int = 0,
     return out
 
 
-def selected_tokens(scored, tokenizer, k: float = 0.3, top: int = 10):
-    """Which tokens SePO's selection keeps most often, per side, against how common they are.
+# the selection of each arm of the main table, by selector (notebook 04's SePO, SePO-noEOS, SePO-gold, SePO-random)
+SELECTION_ARMS = {"SePO": "topk", "SePO-noEOS": "noEOS", "SePO-gold": "gold", "SePO-random": "random"}
+
+
+def arm_selection(scored, selector: str = "topk", k: float = 0.3, seed: int = 0, eos_id: int | None = None):
+    """Masks of a registered ``selector`` at ``k_w = k_l = k`` over a scored mini-world dataset (ids and gold
+    credit passed to selectors that need them; ``seed`` for random choices and ties)."""
+    credit = (gold_token_credit(scored, "chosen"), gold_token_credit(scored, "rejected"))
+    return selectors.select_from_scores(scored["chosen_scores"], scored["rejected_scores"], selector, seed=seed,
+                                        ids=(scored["chosen_ids"], scored["rejected_ids"]), eos_id=eos_id, credit=credit,
+                                        k_w=k, k_l=k)
+
+
+def selected_tokens(scored, tokenizer, k: float = 0.3, top: int = 10, selector: str = "topk", seed: int = 0):
+    """Which tokens a selection keeps most often, per side, against how common they are (default: SePO's
+    top-k of the chosen and bottom-k of the rejected response by oracle reward).
 
     One row per (side, token) among the ``top`` most selected: ``selected`` (count), ``share_of_selection``,
     ``share_of_tokens`` (its base rate among all response tokens of that side) and ``mean_gold_credit`` of
@@ -133,7 +147,7 @@ def selected_tokens(scored, tokenizer, k: float = 0.3, top: int = 10):
 
     import pandas as pd
 
-    chosen, rejected = selectors.select_from_scores(scored["chosen_scores"], scored["rejected_scores"], "topk", k_w=k, k_l=k)
+    chosen, rejected = arm_selection(scored, selector, k, seed, tokenizer.eos_token_id)
     rows = []
     for side, selections in (("chosen", chosen), ("rejected", rejected)):
         picked, seen, credit = Counter(), Counter(), defaultdict(float)
@@ -148,4 +162,27 @@ def selected_tokens(scored, tokenizer, k: float = 0.3, top: int = 10):
             rows.append({"side": side, "token": repr(tokenizer.decode([token])), "selected": count,
                          "share_of_selection": count / n_picked, "share_of_tokens": seen[token] / n_seen,
                          "mean_gold_credit": credit[token] / count})
+    return pd.DataFrame(rows)
+
+
+def selection_profile(scored, tokenizer, k: float = 0.3, seed: int = 0, arms: dict[str, str] | None = None):
+    """What each arm's selection holds, per side: ``eos_share`` (EOS among the selected tokens),
+    ``credited_share`` (selected tokens with non-zero gold credit), ``mean_gold_credit`` of the selected tokens
+    (chosen: higher is better; rejected: lower is better), and the three most selected tokens."""
+    import numpy as np
+    import pandas as pd
+
+    eos_id = tokenizer.eos_token_id
+    rows = []
+    for arm, selector in (arms or SELECTION_ARMS).items():
+        masks = dict(zip(("chosen", "rejected"), arm_selection(scored, selector, k, seed, eos_id)))
+        top = selected_tokens(scored, tokenizer, k=k, top=3, selector=selector, seed=seed)
+        for side in ("chosen", "rejected"):
+            ids = [i for row, mask in zip(scored[f"{side}_ids"], masks[side]) for i, keep in zip(row, mask) if keep]
+            gold = [g for row, mask in zip(gold_token_credit(scored, side), masks[side]) for g, keep in zip(row, mask) if keep]
+            rows.append({"arm": arm, "selector": selector, "side": side, "selected": len(ids),
+                         "eos_share": float(np.mean([i == eos_id for i in ids])),
+                         "credited_share": float(np.mean([g != 0 for g in gold])),
+                         "mean_gold_credit": float(np.mean(gold)),
+                         "top_tokens": " ".join(top[top.side == side].token)})
     return pd.DataFrame(rows)

@@ -56,10 +56,11 @@ class ExperimentConfig(StageConfig):
     oracle_beta: float = help_field(0.1, help="DPO beta of the oracle; scale of the token rewards")
     oracle_epochs: float = help_field(3.0, help="epochs of oracle DPO training")
     oracle_lr: float = help_field(1e-3, help="learning rate of the oracle")
+    oracle_batch_size: int = help_field(16, help="pairs per optimizer step of the oracle")
     policy_size: str = help_field("medium", help="model size of the policy")
     policy_epochs: float = help_field(1.0, help="epochs of policy training")
     policy_lr: float = help_field(3e-4, help="learning rate of the policy")
-    batch_size: int = help_field(16, help="pairs per optimizer step (oracle and policy)")
+    batch_size: int = help_field(16, help="pairs per optimizer step of the policy")
     max_pairs: int = help_field(0, help="train policies on at most this many pairs (0: all)")
     method_settings: dict = help_field({}, help="per method, hyper-parameters that differ from the registries' defaults: "
                                                 "{name: {loss_kwargs: {...}, selection_kwargs: {...}}}")
@@ -92,7 +93,7 @@ class ExperimentConfig(StageConfig):
         for name in ("oracle_beta", "oracle_epochs", "oracle_lr", "policy_epochs", "policy_lr"):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         self._require(all(0 < f < 1 for f in self.snapshot_fractions), "snapshot_fractions", "fractions must be in (0, 1)")
-        for name in ("batch_size", "eval_prompts", "eval_samples", "frontier_samples", "max_new_tokens", "max_length", "max_prompt_length",
+        for name in ("batch_size", "oracle_batch_size", "eval_prompts", "eval_samples", "frontier_samples", "max_new_tokens", "max_length", "max_prompt_length",
                      "logging_steps", "score_batch_size", "eval_batch_size"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
@@ -232,7 +233,7 @@ class Pipeline:
             oracle_fraction=c.oracle_fraction if fraction is None else fraction,
             beta=c.oracle_beta if beta is None else beta,
             num_train_epochs=c.oracle_epochs if epochs is None else epochs, learning_rate=c.oracle_lr,
-            per_device_batch_size=c.batch_size, seed=seed, logging_steps=c.logging_steps, max_length=c.max_length,
+            per_device_batch_size=c.oracle_batch_size, seed=seed, logging_steps=c.logging_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, score_batch_size=c.score_batch_size,
         )
         values.update(self._tier_values("oracle"))

@@ -78,9 +78,12 @@ def lines(frame, x: str, y: str, hue: str | None = None, title: str = "", refere
 def frontier(curves, title: str = "gold reward vs KL to the SFT model"):
     """Reward-vs-KL frontier per method, one line per seed's checkpoints."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for (method, seed), part in curves.sort_values("step").groupby(["method", "seed"]):
+    colors = dict(zip(dict.fromkeys(curves.method), sns.color_palette(n_colors=curves.method.nunique())))
+    for (method, seed), part in curves.groupby(["method", "seed"], sort=False):
         part = part.sort_values("kl")
-        ax.plot(part.kl, part.reward, marker="o", ms=3, label=f"{method} (seed {seed})")
+        first = seed == curves[curves.method == method].seed.min()
+        ax.plot(part.kl, part.reward, marker="o", ms=3, lw=1, alpha=0.8, color=colors[method],
+                label=f"{method} ({curves[curves.method == method].seed.nunique()} seeds)" if first else None)
     ax.set_xlabel("KL(policy || SFT), nats per response")
     ax.set_ylabel("gold reward")
     ax.set_title(title)

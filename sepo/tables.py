@@ -32,12 +32,14 @@ def _run(run_dir: str | Path) -> dict[str, str]:
 
 def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=None, size: str | None = None,
                        world: str = "id", data: str | None = None, reference_path: str | None = None,
-                       lr: float | None = None, split: str = "test", snapshots: bool = False) -> dict:
+                       lr: float | None = None, split: str = "test") -> dict:
     """One policy run and its evaluation on the ``split`` prompts, as a table row. A method that trains on
     token selections reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs).
-    ``lr``: the policy's learning rate (default ``policy_lr``); the row records it."""
+    ``lr``: the policy's learning rate (default ``policy_lr``); the row records it. Every run keeps the
+    experiment's snapshots, so a run two tables share (the main table's SePO at a seed, and the ablation's
+    k = 0.3) is one run, and any run can be drawn on a reward-vs-KL frontier."""
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
-                                         world=world, reference_path=reference_path, lr=lr, snapshots=snapshots)
+                                         world=world, reference_path=reference_path, lr=lr, snapshots=True)
     row = {"method": recipe.name, "seed": seed, "lr": pipe.config.policy_lr if lr is None else lr,
            **pipe.evaluate(run_dir, seed, size=size, world=world, split=split), **pipe.diagnose(run_dir, size=size)}
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
@@ -83,6 +85,7 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
                                              "chosen/random_precision", "chosen/spearman"), float("nan")))
             row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
                    "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                   "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
                    "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
                    "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
                    "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
@@ -92,6 +95,22 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
             rows.append(row)
     frame = _frame(rows)
     return frame, claim_rules.oracle_fraction_claims(frame)
+
+
+def oracle_curve(pipe: Pipeline, fractions: list[float], sizes: list[str]):
+    """How good an oracle gets in this world: held-out and target pair accuracy against the pairs it trained on
+    (``fractions`` of the oracle split) and its size, for the first seed (the world card's targets as lines)."""
+    seed = pipe.config.seeds[0]
+    rows = []
+    for size in sizes:
+        for fraction in fractions:
+            oracle_dir, metrics = pipe.oracle(seed, size=size, fraction=fraction)
+            rows.append({"size": size, "fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
+                         "heldout_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                         "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
+                         "train_accuracy": metrics.get("train/rewards/accuracies", float("nan")),
+                         "oracle_run": relative(oracle_dir)})
+    return _frame(rows)
 
 
 def token_reward_report(pipe: Pipeline, k: float = 0.3):
@@ -124,14 +143,12 @@ def token_reward_report(pipe: Pipeline, k: float = 0.3):
 def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
     prompts (never the test prompts); the chosen rate is the one with the highest gold win rate (ties: the
-    smaller rate). Runs keep their snapshots, so the first seed's test run at the chosen rate is the search's
-    own run. Returns the search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the
+    smaller rate). The first seed's test run at the chosen rate is the search's own run. Returns the search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the
     grid is empty)."""
     grid = pipe.config.policy_lr_grid
     if not grid:
         return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
-    rows = [train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation",
-                               snapshots=bool(pipe.config.snapshot_fractions))
+    rows = [train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation")
             for recipe in recipes for lr in grid]
     frame = _frame(rows)
     chosen = {name: float(group.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0])
@@ -165,14 +182,13 @@ def main_table(pipe: Pipeline, methods: list[str], frontier_methods: tuple[str, 
         raise ConfigError(f"frontier_methods {unknown}: not in methods {methods}")
     sft_path = pipe.sft_path(pipe.config.policy_size)
     search, chosen = learning_rate_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
-    snapshots = bool(pipe.config.snapshot_fractions)
     rows, curves = [], []
     for seed in pipe.config.seeds:
         oracle_dir, _ = pipe.oracle(seed)
         sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
         rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
         for recipe in recipes:
-            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name], snapshots=snapshots)
+            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name])
             rows.append(row)
             if recipe.name in frontier_methods:
                 curve = pipe.frontier(resolve(row["run"]), recipe.name, seed)
@@ -253,7 +269,7 @@ def selective_dpo_references(pipe: Pipeline, strong_size: str, ks: list[float]):
     lr = {"DPO": chosen_learning_rate(pipe, dpo), "Selective-DPO": chosen_learning_rate(pipe, sdpo)}
     rows = []
     for seed in pipe.config.seeds:
-        strong_dir, _ = pipe.policy(dpo, seed, size=strong_size, lr=lr["DPO"])
+        strong_dir, _ = pipe.policy(dpo, seed, size=strong_size, lr=lr["DPO"], snapshots=True)  # 06's DPO run of this size
         references = {"weak (policy SFT)": pipe.sft_path(pipe.config.policy_size), f"strong (DPO {strong_size})": str(strong_dir / "model")}
         for ref_name, ref_path in references.items():
             for k in ks:
@@ -304,7 +320,7 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
     recipe = pipe.method(method_name)
     oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
     run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir, lr=chosen_learning_rate(pipe, recipe),
-                             snapshots=bool(c.snapshot_fractions))  # the main table's run of this method and seed
+                             snapshots=True)  # the main table's run of this method and seed
     values = dict(
         model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,

@@ -37,7 +37,7 @@ class FakePipeline:
                snapshots=False):
         tag = f"{recipe.name}|{recipe.loss}|{sorted(recipe.loss_kwargs.items())}|{recipe.selector}|" \
               f"{sorted(recipe.selection_kwargs.items())}|{size}|{reference_path}|{seed}" + (f"|lr={lr}" if lr is not None else "") \
-              + ("|snapshots" if snapshots else "")
+              + ("|snapshots" if snapshots and self.config.snapshot_fractions else "")  # as Pipeline.policy
         self.calls.append(("policy", tag, data))
         if recipe.needs_selection and data is None:
             raise ConfigError("needs an oracle run")
@@ -106,7 +106,7 @@ def test_main_table_runs_are_the_frontier_of_the_frontier_methods():
     assert set(curves.method) == {"DPO", "SePO"} and len(curves) == 2 * 2 * 3 and "R2" in claims
     assert set(curves.run) <= set(frame.run)  # the table's own runs, no second set of trainings
     tags = [c[1] for c in pipe.calls if c[0] == "policy"]
-    assert all(t.endswith("|snapshots") for t in tags)  # search and test runs keep the same snapshots
+    assert all(t.endswith("|snapshots") for t in tags)  # every table run keeps the same snapshots (runs are shared)
     with pytest.raises(ConfigError, match="frontier_methods"):
         tables.main_table(pipe, ["DPO"], frontier_methods=("SePO",))
 

@@ -67,7 +67,8 @@ class WorldConfig(StageConfig):
     ood_pairs: int = help_field(640, help="preference pairs of the out-of-distribution world")
     id_eval_prompts: int = help_field(512, help="held-out in-distribution prompts for evaluation")
     ood_eval_prompts: int = help_field(256, help="held-out out-of-distribution prompts for evaluation")
-    split_fractions: tuple = help_field((0.6, 0.3, 0.1), help="fractions of pairs in the train / oracle / eval splits")
+    split_fractions: tuple = help_field((0.6, 0.3, 0.1), help="fractions of the in-distribution pairs in the train / oracle / eval splits")
+    ood_split_fractions: tuple = help_field((0.6, 0.3, 0.1), help="the same for the out-of-distribution pairs")
     sft_examples: int = help_field(16000, help="natural (prompt, response) examples the SFT models train on")
     sft_ood_fraction: float = help_field(0.25, help="share of the SFT examples drawn from the OOD world")
     min_sentences: int = help_field(1, help="fewest sentences of a natural response")
@@ -93,6 +94,10 @@ class WorldConfig(StageConfig):
     judge_max_words: int = help_field(48, help="GoldJudge.max_words")
     judge_junk_weight: float = help_field(0.25, help="GoldJudge.junk_weight (per chunk that is not language)")
 
+    def fractions(self, world: str) -> tuple:
+        """The train / oracle / eval fractions of ``world``'s pairs."""
+        return tuple(self.split_fractions if world == "id" else self.ood_split_fractions)
+
     def validate(self) -> None:
         for world, pairs, held_out in (("id", self.id_pairs, self.id_eval_prompts), ("ood", self.ood_pairs, self.ood_eval_prompts)):
             capacity = text.prompt_capacity(world)
@@ -100,12 +105,15 @@ class WorldConfig(StageConfig):
             self._require(held_out >= 1, f"{world}_eval_prompts", "need at least one held-out prompt")
             self._require(pairs + held_out <= capacity, f"{world}_pairs",
                           f"{pairs} pairs + {held_out} held-out prompts need distinct prompts, but world {world!r} has {capacity}")
-        self._require(len(self.split_fractions) == len(SPLITS), "split_fractions", f"give one fraction per split {SPLITS}")
-        self._require(all(f > 0 for f in self.split_fractions) and math.isclose(sum(self.split_fractions), 1.0),
-                      "split_fractions", "fractions must be > 0 and sum to 1")
+        for name in ("split_fractions", "ood_split_fractions"):
+            fractions = getattr(self, name)
+            self._require(len(fractions) == len(SPLITS), name, f"give one fraction per split {SPLITS}")
+            self._require(all(f > 0 for f in fractions) and math.isclose(sum(fractions), 1.0), name,
+                          "fractions must be > 0 and sum to 1")
         for world, pairs in (("id", self.id_pairs), ("ood", self.ood_pairs)):
-            self._require(min(split_sizes(pairs, self.split_fractions)) >= 1, f"{world}_pairs",
-                          f"too few pairs to give every split {SPLITS} at least one with fractions {self.split_fractions}")
+            fractions = self.fractions(world)
+            self._require(min(split_sizes(pairs, fractions)) >= 1, f"{world}_pairs",
+                          f"too few pairs to give every split {SPLITS} at least one with fractions {fractions}")
         self._require(self.sft_examples >= 1, "sft_examples", "must be >= 1")
         self._require(0.0 <= self.sft_ood_fraction <= 1.0, "sft_ood_fraction", "must be in [0, 1]")
         self._require(1 <= self.min_sentences <= self.max_sentences, "min_sentences",
@@ -402,7 +410,7 @@ def _build(config: WorldConfig, out: Path) -> dict[str, Any]:
         pair_prompts = prompts[world]["pairs"]
         samples = _sample_pairs(config, model, tokenizer, pair_prompts, seed=config.seed + 1000 * index)
         lap(f"sampling_{world}")
-        data = _split(_label_pairs(config, judge, pair_prompts, samples, np_rng), config.split_fractions, np_rng)
+        data = _split(_label_pairs(config, judge, pair_prompts, samples, np_rng), config.fractions(world), np_rng)
         data.save_to_disk(str(out / f"preferences_{world}"))
         metrics.update(_pair_stats(world, data))
         lap(f"labels_{world}")
