@@ -159,6 +159,9 @@ def paper_notebook_estimate(path) -> dict:
                 oracle(c["oracle_size"], fraction=f)
                 if c["train_policies"]:
                     policy("SePO", c["policy_size"])
+            for size in [s for s in c.get("curve_sizes", []) if s != c["oracle_size"]] if _ == 0 else []:
+                for f in c["fractions"]:  # the accuracy curve's other sizes (its oracle_size runs are the sweep's)
+                    oracle(size, fraction=f)
         elif name == "04_main_table":
             oracle(c["oracle_size"])
             evaluate(c["policy_size"], sft=True)

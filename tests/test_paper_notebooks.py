@@ -111,7 +111,7 @@ def test_main_table_notebook_at_the_paper_tier(paper_world, judge_server, tmp_pa
 
 
 SWEEPS = {  # each notebook's sweep cut to the tiny world (sizes: keys of paper.models)
-    "02_oracle": {"fractions": [0.5, 1.0], "k": 0.3, "train_policies": True},
+    "02_oracle": {"fractions": [0.5, 1.0], "k": 0.3, "train_policies": True, "curve_sizes": ["pythia-tiny"]},
     "05_ablations": {"ks": [0.3, 1.0], "k_ls": [], "gammas": [], "oracle_betas": [], "masses": []},
     "06_weak_to_strong": {"oracle_sizes": ["pythia-tiny"], "policy_sizes": ["llama-tiny", "pythia-tiny"]},
     "07_ood_overoptimization": {"methods": ["DPO", "SePO"], "frontier_epochs": 1.0, "save_steps": 0},
