@@ -72,6 +72,10 @@ class ExperimentConfig(StageConfig):
     eval_prompts: int = help_field(128, help="held-out test prompts evaluated per policy")
     validation_prompts: int = help_field(64, help="held-out validation prompts (after the test prompts) that choose a "
                                                   "method's learning rate when the table searches one")
+    max_cutoff_share: float = help_field(0.05, help="the learning-rate search passes over a rate whose validation samples hit "
+                                                       "max_new_tokens without ending more often than this (a policy that no "
+                                                       "longer ends its responses is degenerate, and the gold judge reads its "
+                                                       "unfinished text as if it were finished)")
     policy_lr_grid: tuple[float, ...] = help_field((), help="learning rates searched per method in the main table, chosen by "
                                                             "gold win rate on the validation prompts (empty: policy_lr)")
     eval_samples: int = help_field(2, help="samples per prompt")
@@ -98,6 +102,7 @@ class ExperimentConfig(StageConfig):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
         self._require(self.validation_prompts >= 1, "validation_prompts", "must be >= 1")
+        self._require(0 <= self.max_cutoff_share <= 1, "max_cutoff_share", "must be in [0, 1]")
         self._require(all(lr > 0 for lr in self.policy_lr_grid), "policy_lr_grid", "learning rates must be > 0")
         for name, settings in self.method_settings.items():
             method(name, settings)  # raises a ConfigError naming the method

@@ -142,17 +142,24 @@ def token_reward_report(pipe: Pipeline, k: float = 0.3):
 # --------------------------------------------------------------------------------------------
 def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
-    prompts (never the test prompts); the chosen rate is the one with the highest gold win rate (ties: the
-    smaller rate). The first seed's test run at the chosen rate is the search's own run. Returns the search frame and ``{method: chosen rate}`` (``policy_lr`` for every method when the
-    grid is empty)."""
+    prompts (never the test prompts). A rate is eligible when at most ``max_cutoff_share`` of its validation
+    samples were cut off at the length limit (a policy that stops ending its responses is degenerate); the
+    chosen rate is the eligible one with the highest gold win rate (ties: the smaller rate), or the smallest
+    rate when none is eligible. The first seed's test run at the chosen rate is the search's own run. Returns
+    the search frame (with ``eligible`` and ``chosen``) and ``{method: chosen rate}`` (``policy_lr`` for every
+    method when the grid is empty)."""
     grid = pipe.config.policy_lr_grid
     if not grid:
         return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
     rows = [train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation")
             for recipe in recipes for lr in grid]
     frame = _frame(rows)
-    chosen = {name: float(group.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0])
-              for name, group in frame.groupby("method", sort=False)}
+    frame["eligible"] = frame.cutoff_share <= pipe.config.max_cutoff_share
+    chosen = {}
+    for name, group in frame.groupby("method", sort=False):
+        eligible = group[group.eligible]
+        chosen[name] = float(eligible.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0]
+                             if len(eligible) else group.lr.min())
     frame["chosen"] = [chosen[m] == lr for m, lr in zip(frame.method, frame.lr)]
     return frame, chosen
 

@@ -21,6 +21,8 @@ class FakePipeline:
         self.config = ExperimentConfig(seeds=tuple(seeds), **settings)
         self.cache = ROOT / "cache-fake"
         self.calls = []
+        self.lrs = {}  # run -> learning rate
+        self.runs_on_at = set()  # learning rates whose policies stop ending their responses
 
     def method(self, name):
         return method(name, self.config.method_settings.get(name))
@@ -41,12 +43,16 @@ class FakePipeline:
         self.calls.append(("policy", tag, data))
         if recipe.needs_selection and data is None:
             raise ConfigError("needs an oracle run")
-        return self.cache / "policy" / f"{zlib.crc32(tag.encode()):08x}", {"train/loss": 0.5}
+        run = self.cache / "policy" / f"{zlib.crc32(tag.encode()):08x}"
+        self.lrs[run.name] = lr
+        return run, {"train/loss": 0.5}
 
     def evaluate(self, model_dir, seed, size=None, world="id", reference_dir=None, split="test"):
         self.calls.append(("evaluate", Path(model_dir).name, split))
         value = zlib.crc32(f"{model_dir}{split}".encode()) % 1000 / 1000
-        return {"win_rate": value, "reward": value, "kl": 1.0 + value, "eval_run": f"cache-fake/evaluate/{Path(model_dir).name}"}
+        cutoff = 0.9 if self.lrs.get(Path(model_dir).name) in self.runs_on_at else 0.0
+        return {"win_rate": value, "reward": value, "kl": 1.0 + value, "cutoff_share": cutoff,
+                "eval_run": f"cache-fake/evaluate/{Path(model_dir).name}"}
 
     def diagnose(self, model_dir, size=None, world="id"):
         return {"chosen_logp": -1.0, "rejected_logp": -2.0, "eos_logp": -0.5,
@@ -98,6 +104,18 @@ def test_every_method_gets_the_same_learning_rate_search_on_validation_prompts()
     assert tables.chosen_learning_rate(pipe, pipe.method("SePO")) == chosen["SePO"]
     w2s, _ = tables.weak_to_strong(pipe, ["small"], ["large"])
     assert (w2s[w2s.method == "SePO"].lr == chosen["SePO"]).all() and (w2s[w2s.method == "DPO"].lr == chosen["DPO"]).all()
+
+
+def test_the_search_passes_over_rates_whose_policies_stop_ending_their_responses():
+    pipe = FakePipeline(seeds=(0,), policy_lr_grid=(3e-5, 1e-4, 3e-4))
+    free, chosen_free = tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)
+    best = free.sort_values("win_rate", ascending=False).lr.iloc[0]
+    pipe.runs_on_at = {best}
+    search, chosen = tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)
+    assert chosen_free["DPO"] == best and chosen["DPO"] != best
+    assert not search[search.lr == best].eligible.iloc[0] and search[search.chosen].eligible.all()
+    pipe.runs_on_at = {3e-5, 1e-4, 3e-4}  # nothing eligible: the smallest rate
+    assert tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)[1]["DPO"] == 3e-5
 
 
 def test_main_table_runs_are_the_frontier_of_the_frontier_methods():
