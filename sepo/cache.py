@@ -17,17 +17,25 @@ share (``masked_mean``) retrains every run that imports the module; editing code
 :func:`cached_run` runs a stage into its key's directory unless a finished run is already there, and
 appends one line per call to ``<cache>/usage.jsonl`` ("built" or "reused"), from which the
 reproduction tells a cold run from a warm one.
+
+Several processes may share one cache (the reproduction runs notebooks side by side): a run is built
+under an exclusive lock on its key (:func:`exclusive`), so two processes never build the same run,
+and :func:`share_work` lets processes that walk the same list of runs split it instead of waiting
+on each other.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +160,14 @@ def _code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], 
     return digest.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=1)
 def numerics() -> str:
-    """What decides float rounding besides the code: the torch version and the CPU kernel set it dispatches to
-    (``ATEN_CPU_CAPABILITY`` picks another, e.g. ``avx2``, which rounds like another CPU would)."""
+    """What decides float rounding besides the code: the torch version, the number of threads an operation is
+    split over and the CPU kernel set it dispatches to (``ATEN_CPU_CAPABILITY`` picks another, e.g. ``avx2``,
+    which rounds like another CPU would). The kernel set comes last (:func:`sepo.claims.kernels_label`)."""
     import torch
 
-    return f"torch {torch.__version__}; cpu kernels {torch.backends.cpu.get_cpu_capability()}"
+    return (f"torch {torch.__version__}; threads {torch.get_num_threads()}; "
+            f"cpu kernels {torch.backends.cpu.get_cpu_capability()}")
 
 
 def code_fingerprint(stage: str, *, losses: Iterable[str] = (), selectors: Iterable[str] = (),
@@ -210,12 +219,74 @@ def cached_run(stage: str, cls: type, values: dict[str, Any], run: Callable[[Any
     key = cache_key(provisional.fingerprint(exclude=(out_field,)), code)
     run_dir = Path(cache_dir) / stage / key
     metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        log_usage(cache_dir, stage, key, built=False)
-        return run_dir, json.loads(metrics_file.read_text())
-    metrics = run(dataclasses.replace(provisional, **{out_field: str(run_dir)}))
-    log_usage(cache_dir, stage, key, built=True)
-    return run_dir, metrics
+    if not metrics_file.exists():
+        with exclusive(lock_path(cache_dir, stage, key)):
+            if not metrics_file.exists():  # another process may have built it while this one waited
+                metrics = run(dataclasses.replace(provisional, **{out_field: str(run_dir)}))
+                log_usage(cache_dir, stage, key, built=True)
+                return run_dir, metrics
+    log_usage(cache_dir, stage, key, built=False)
+    return run_dir, json.loads(metrics_file.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# Several processes, one cache
+# --------------------------------------------------------------------------------------------
+class RunBusy(Exception):
+    """Another process is building what this one needs (raised only inside :func:`share_work`'s first pass)."""
+
+
+_PUT_OFF_BUSY = contextvars.ContextVar("sepo_put_off_busy", default=False)
+
+
+def lock_path(cache_dir: str | Path, stage: str, key: str) -> Path:
+    """The lock file of one run: ``<cache>/<stage>/.locks/<key>.lock``, beside (not inside) run directories."""
+    return Path(cache_dir) / stage / ".locks" / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (made if missing) for the block: one process at a time
+    builds what it guards. A process that finds the lock taken waits for it, or raises :class:`RunBusy`
+    inside :func:`share_work`'s first pass. The operating system frees the lock of a process that dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if _PUT_OFF_BUSY.get():
+                raise RunBusy(str(path)) from None
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def share_work(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """``[call() for call in calls]``, in a way that lets processes walking the same list split it.
+
+    First pass: each call runs, but one that needs a run another process is building is put off
+    (:class:`RunBusy`) instead of waiting. Second pass: the calls put off run again, waiting for those
+    runs and reading them from the cache. Every stage run is a pure function of its config, so the
+    results, returned in the order of ``calls``, are those of the plain loop. Inside another
+    ``share_work``'s first pass, a call put off here puts off the outer call too.
+    """
+    results: list[Any] = [None] * len(calls)
+    put_off = []
+    token = _PUT_OFF_BUSY.set(True)
+    try:
+        for i, call in enumerate(calls):
+            try:
+                results[i] = call()
+            except RunBusy:
+                put_off.append(i)
+    finally:
+        _PUT_OFF_BUSY.reset(token)
+    for i in put_off:
+        results[i] = calls[i]()
+    return results
 
 
 def usage_since(cache_dir: str | Path, offset: int) -> dict[str, int]:
