@@ -84,6 +84,9 @@ class ExperimentConfig(StageConfig):
     frontier_samples: int = help_field(1, help="samples per test prompt at each frontier point (gold reward and KL)")
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
+    threads: int = help_field(1, help="torch threads per process (mini tier): one, so that no number depends on the machine's "
+                                      "core count (an operation split over more threads sums in another order); the "
+                                      "reproduction runs notebooks side by side instead (python -m sepo.reproduce --workers)")
     tier: str = help_field("mini", help="'mini': the mini world (this package's reproduction); 'paper': the paper's "
                                         "models, data and LLM judges, set in `paper` (sepo.paper_tier)")
     paper: dict = help_field({}, help="the paper tier's models, data, judges and training settings "
@@ -98,7 +101,7 @@ class ExperimentConfig(StageConfig):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         self._require(all(0 < f < 1 for f in self.snapshot_fractions), "snapshot_fractions", "fractions must be in (0, 1)")
         for name in ("batch_size", "oracle_batch_size", "eval_prompts", "eval_samples", "frontier_samples", "max_new_tokens", "max_length", "max_prompt_length",
-                     "logging_steps", "score_batch_size", "eval_batch_size"):
+                     "logging_steps", "score_batch_size", "eval_batch_size", "threads"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
         self._require(self.validation_prompts >= 1, "validation_prompts", "must be >= 1")
@@ -145,6 +148,36 @@ def summarize_evaluation(metrics: dict) -> dict[str, float]:
     }
 
 
+def _building(path: Path):
+    """An exclusive lock for making the file or directory ``path`` (one process at a time, see
+    :func:`sepo.cache.exclusive`); the lock file sits beside it, under ``.locks/``."""
+    from sepo.cache import exclusive
+
+    return exclusive(Path(path).parent / ".locks" / f"{Path(path).name}.lock")
+
+
+def _trace_frontier(pipe: "Pipeline", run_dir, label: str, seed: int, size: str | None, world: str, out: Path) -> None:
+    """Evaluate every saved point of a policy run (see :meth:`Pipeline.frontier`) into the CSV ``out``."""
+    from sepo.evaluate import reward_kl_frontier
+    from sepo.trainer import load_causal_lm, load_tokenizer, snapshot_steps
+    from sepo.utils import write_text
+
+    c = pipe.config
+    sft = pipe.sft_path(size or c.policy_size)
+    checkpoints = [(int(p.name.split("-")[1]), p) for p in Path(run_dir).glob("checkpoints/checkpoint-*")]
+    saved = sorted(dict(snapshot_steps(run_dir) + checkpoints).items())
+    points = [(label, 0, sft)] + [(label, step, str(path)) for step, path in saved]
+    final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
+    if not saved or saved[-1][0] != final_step:  # a checkpoint at the last step already holds the final weights
+        points.append((label, -1, str(Path(run_dir) / "model")))
+    prompts = pipe.eval_prompts(world)
+    frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
+                               pipe.world.judge, num_samples=c.frontier_samples, max_new_tokens=c.max_new_tokens,
+                               seed=seed, batch_size=c.eval_batch_size)
+    frame["seed"] = seed
+    write_text(out, frame.to_csv(index=False))
+
+
 class Pipeline:
     """The world of the experiment's tier and cached runs of every stage, for one :class:`ExperimentConfig`.
 
@@ -154,8 +187,8 @@ class Pipeline:
     """
 
     def __init__(self, config: ExperimentConfig):
-        from sepo.cache import log_usage
-        from sepo.world.build import build_world, world_exists
+        from sepo.cache import exclusive, log_usage
+        from sepo.world.build import build_world, world_dir, world_exists
 
         self.config = config
         self.cache = resolve(config.cache_dir)
@@ -166,9 +199,13 @@ class Pipeline:
             self.derived = self.world.root / "derived"
             self.derived.mkdir(parents=True, exist_ok=True)
             return
+        import torch
+
+        torch.set_num_threads(config.threads)  # before any key is made: cache keys name the thread count
         world = world_config(config.world)
         existed = world_exists(world, self.cache / "world")
-        self.world = build_world(world, root=self.cache / "world")
+        with exclusive(self.cache / "world" / ".locks" / f"{world_dir(world, self.cache / 'world').name}.lock"):
+            self.world = build_world(world, root=self.cache / "world")
         log_usage(self.cache, "world", Path(self.world.root).name, built=not existed)
         self.derived = self.cache / "derived" / Path(self.world.root).name  # files made from this world
         self.derived.mkdir(parents=True, exist_ok=True)
@@ -214,12 +251,16 @@ class Pipeline:
         from datasets import DatasetDict, load_from_disk
 
         path = self.derived / f"mixed_{oracle_world}_{target_world}"
-        if not (path / "dataset_dict.json").exists():
+        with _building(path):
+            if (path / "dataset_dict.json").exists():
+                return str(path)
             source, target = load_from_disk(self.data_path(oracle_world)), load_from_disk(self.data_path(target_world))
             mixed = DatasetDict({"oracle": source["oracle"], "train": target["train"], "eval": source["eval"]})
             with staged_dir(path) as tmp:
                 mixed.save_to_disk(str(tmp))
         return str(path)
+
+
 
     # --- stages ---------------------------------------------------------------------------
     def oracle(self, seed: int, *, size: str | None = None, fraction: float | None = None, beta: float | None = None,
@@ -329,7 +370,9 @@ class Pipeline:
                                                   "lc_df_gamed_path"))
         path = self.derived / "reference_outputs" / f"{cache_key(fingerprint, code_fingerprint('reference_outputs'))}.json"
         if not path.exists():
-            sample_reference_outputs(config, path)
+            with _building(path):
+                if not path.exists():
+                    sample_reference_outputs(config, path)
         return str(path)
 
     def frontier(self, run_dir: str | Path, label: str, seed: int, size: str | None = None, world: str = "id"):
@@ -338,31 +381,16 @@ class Pipeline:
         ``frontier_samples`` samples each (cached beside the run)."""
         import pandas as pd
 
-        from sepo.evaluate import reward_kl_frontier
-        from sepo.trainer import load_causal_lm, load_tokenizer, snapshot_steps
-        from sepo.utils import write_text
-
         c = self.config
         if self.world.judge is None:  # a world without a gold reward (the paper tier): no frontier to trace
             return pd.DataFrame(columns=["method", "step", "kl", "kl_stderr", "reward", "reward_stderr", "n_prompts", "seed"])
         code = code_fingerprint("frontier")
         out = Path(run_dir) / f"frontier_{world}_{c.eval_prompts}x{c.frontier_samples}_{c.max_new_tokens}_{seed}_{code}.csv"
-        if out.exists():
-            return pd.read_csv(out)
-        sft = self.sft_path(size or c.policy_size)
-        checkpoints = [(int(p.name.split("-")[1]), p) for p in Path(run_dir).glob("checkpoints/checkpoint-*")]
-        saved = sorted(dict(snapshot_steps(run_dir) + checkpoints).items())
-        points = [(label, 0, sft)] + [(label, step, str(path)) for step, path in saved]
-        final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
-        if not saved or saved[-1][0] != final_step:  # a checkpoint at the last step already holds the final weights
-            points.append((label, -1, str(Path(run_dir) / "model")))
-        prompts = self.eval_prompts(world)
-        frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
-                                   self.world.judge, num_samples=c.frontier_samples, max_new_tokens=c.max_new_tokens,
-                                   seed=seed, batch_size=c.eval_batch_size)
-        frame["seed"] = seed
-        write_text(out, frame.to_csv(index=False))
-        return frame
+        if not out.exists():
+            with _building(out):
+                if not out.exists():
+                    _trace_frontier(self, run_dir, label, seed, size, world, out)
+        return pd.read_csv(out)
 
     def diagnose(self, model_dir: str | Path, size: str | None = None, world: str = "id") -> dict[str, float]:
         """Held-out likelihoods of a model (:mod:`sepo.diagnostics`) and their change from the SFT model of
@@ -375,24 +403,31 @@ class Pipeline:
     def _heldout(self, model_path: str, world: str) -> dict[str, float]:
         import hashlib
 
-        from datasets import load_from_disk
-
         from sepo.cache import cache_key
-        from sepo.diagnostics import heldout_logps
-        from sepo.trainer import load_causal_lm, load_tokenizer
-        from sepo.utils import write_json
 
         c = self.config
         what = json.dumps([str(Path(model_path).resolve()), world, c.max_length, c.max_prompt_length])
         path = self.derived / "heldout" / f"{cache_key(hashlib.sha256(what.encode()).hexdigest(), code_fingerprint('diagnostics'))}.json"
         if path.exists():
             return json.loads(path.read_text())
+        with _building(path):
+            if not path.exists():
+                self._write_heldout(model_path, world, path)
+        return json.loads(path.read_text())
+
+    def _write_heldout(self, model_path: str, world: str, path: Path) -> None:
+        from datasets import load_from_disk
+
+        from sepo.diagnostics import heldout_logps
+        from sepo.trainer import load_causal_lm, load_tokenizer
+        from sepo.utils import write_json
+
+        c = self.config
         pairs = load_from_disk(self.data_path(world))["eval"]
         result = heldout_logps(load_causal_lm(model_path, "model"),
                                load_tokenizer(model_path, "model", getattr(self.world, "chat_template", "")), pairs,
                                max_length=c.max_length, max_prompt_length=c.max_prompt_length)
         write_json(path, result)
-        return result
 
     def carried_scores(self, oracle_dir: str | Path, tokenizer) -> Path:
         """An oracle run's token scores carried to ``tokenizer``'s tokens by character offsets (cached
@@ -401,7 +436,9 @@ class Pipeline:
         from sepo.transfer import carry_scores_to
 
         carried_dir = Path(oracle_dir) / f"carried_{code_fingerprint('carried')}"
-        if not (carried_dir / "scored" / "dataset_info.json").exists():
+        with _building(carried_dir):
+            if (carried_dir / "scored" / "dataset_info.json").exists():
+                return carried_dir
             c = self.config
             carried, report = carry_scores_to(load_scored(str(oracle_dir)), tokenizer, max_length=c.max_length,
                                               max_prompt_length=c.max_prompt_length)

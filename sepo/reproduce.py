@@ -5,6 +5,12 @@ notebook of ``notebooks/`` with its parameters from ``configs/<tier>/<name>.yaml
 writes ``results/<name>/`` (executed notebook, ``metrics.json``, a markdown table, figures). Then
 :mod:`sepo.claims` reads those metrics and writes ``results/claims.md``. Work whose config has not
 changed is cached under ``cache/`` by every stage, so a second run only re-executes notebooks.
+
+Notebooks run side by side, ``--workers`` at a time (default: one per CPU core), each computing on
+one thread (``threads`` of :class:`sepo.pipeline.ExperimentConfig`): the tiny models of the mini
+world use two cores better as two processes than as two threads of one. They share one cache: a
+run is built once, under a lock, and runs that two notebooks both need are split between them
+(:func:`sepo.cache.share_work`), so every number is the one a single worker would compute.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from sepo.cache import usage_lines, usage_since
 from sepo.utils import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# the order in which notebooks are started: the longest first (the main table's learning-rate search, which
+# every later notebook reads, is shared with whichever notebook needs it meanwhile); results keep NOTEBOOKS' order
+START_ORDER = ("04_main_table", "02_oracle", "06_weak_to_strong", "05_ablations", "07_ood_overoptimization",
+               "01_walkthrough", "09_cross_tokenizer", "08_selective_dpo", "03_token_rewards", "10_benchmarks")
 
 NOTEBOOKS = (
     "01_walkthrough",
@@ -65,6 +76,30 @@ def run_notebook(name: str, tier: str, results: Path, root: Path = ROOT, overrid
     return time.perf_counter() - start
 
 
+def run_notebooks(names: list[str], tier: str, results: Path, workers: int, overrides: dict | None = None) -> dict[str, float]:
+    """Run ``names`` with up to ``workers`` at a time (in :data:`START_ORDER`); seconds taken per notebook."""
+    import concurrent.futures
+    import multiprocessing
+
+    order = sorted(names, key=lambda n: START_ORDER.index(n) if n in START_ORDER else len(START_ORDER))
+    timing: dict[str, float] = {}
+    if workers <= 1:
+        for i, name in enumerate(order, 1):
+            print(f"[{i}/{len(order)}] {name} ...", flush=True)
+            timing[name] = run_notebook(name, tier, results, overrides=overrides)
+            print(f"[{i}/{len(order)}] {name} done in {timing[name]:.0f} s", flush=True)
+        return timing
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(run_notebook, name, tier, results, ROOT, overrides): name for name in order}
+        print(f"{len(order)} notebooks, {workers} at a time: {', '.join(order)}", flush=True)
+        for future in concurrent.futures.as_completed(futures):
+            name = futures[future]
+            timing[name] = future.result()  # a failed notebook stops the reproduction with its error
+            print(f"[{len(timing)}/{len(order)}] {name} done in {timing[name]:.0f} s", flush=True)
+    return {name: timing[name] for name in names}
+
+
 def _project_relative(path: Path, root: Path) -> str:
     path = Path(path).resolve()
     return path.relative_to(root.resolve()).as_posix() if path.is_relative_to(root.resolve()) else str(path)
@@ -85,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="where results land (default: results/, or results/paper/ "
                                                           "at the paper tier)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, len(NOTEBOOKS)),
+                        help="notebooks run side by side (default: one per CPU core)")
     parser.add_argument("-f", "--parameters", default=None,
                         help="a YAML of parameters that override configs/<tier>/<notebook>.yaml (e.g. seeds: [0])")
     args = parser.parse_args(argv)
@@ -104,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = ROOT / "cache"
     usage_start = usage_lines(cache)  # cached_run logs every stage call it serves: built or reused
     total = time.perf_counter()
-    timing: dict[str, float] = {}
-    for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} ...", flush=True)
-        timing[name] = run_notebook(name, args.tier, results, overrides=overrides)
-        print(f"[{i}/{len(names)}] {name} done in {timing[name]:.0f} s", flush=True)
+    timing = run_notebooks(names, args.tier, results, max(1, args.workers), overrides)
     from sepo.claims import write_claims
 
     path = write_claims(results)
@@ -116,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only and not overrides and args.tier == "mini":  # the wall time of the main command, read by benchmarks/run.py
         usage = usage_since(cache, usage_start)
         cold = usage["reused_older"] == 0 and usage["built"] > 0
-        record = {"command": "make reproduce", "tier": args.tier, "seconds": seconds, "notebooks": timing,
+        record = {"command": "make reproduce", "tier": args.tier, "seconds": seconds, "workers": max(1, args.workers),
+                  "notebooks": timing,
                   "stage_runs": usage,
                   "cache": "cold (every stage run it used was built in this run)" if cold
                   else f"warm ({usage['reused_older']} reads of stage runs made before this run; {usage['built']} built)",

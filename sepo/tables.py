@@ -8,6 +8,9 @@ the SFT model). Every row names the runs it comes from (``run``: the policy's ru
 project, whose last part is the run's cache key ``run_key``; ``eval_run``: its evaluation's;
 ``oracle_run``: the oracle whose scores it used), so a number in a table can be traced to the
 ``config.yaml`` and ``metrics.json`` that made it.
+
+The loops over runs go through :func:`sepo.cache.share_work`: notebooks that run side by side on one
+cache split the runs they both need instead of waiting for each other; rows come out in loop order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sepo import claims as claim_rules
+from sepo.cache import share_work
 from sepo.methods import Method
 from sepo.pipeline import Pipeline, relative, resolve
 
@@ -75,25 +79,25 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
 
     sepo = pipe.method("SePO")
     lr = chosen_learning_rate(pipe, sepo) if train_policies else None
-    rows = []
-    for seed in pipe.config.seeds:
-        for fraction in fractions:
-            oracle_dir, metrics = pipe.oracle(seed, fraction=fraction)
+
+    def row_of(seed: int, fraction: float) -> dict:
+        oracle_dir, metrics = pipe.oracle(seed, fraction=fraction)
             # agreement with gold credit needs a world that has one (the paper tier has none: NaN)
-            agreement = (token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed) if pipe.world.judge is not None
-                         else dict.fromkeys(("chosen/gold_mass", "chosen/precision", "rejected/precision",
-                                             "chosen/random_precision", "chosen/spearman"), float("nan")))
-            row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
-                   "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
-                   "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
-                   "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
-                   "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
-                   "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
-            if train_policies:
-                policy = train_and_evaluate(pipe, sepo, seed, oracle_dir=oracle_dir, lr=lr)
-                row.update({f"policy_{k_}": v for k_, v in policy.items() if k_ in ("win_rate", "reward", "kl", "run")})
-            rows.append(row)
-    frame = _frame(rows)
+        agreement = (token_agreement(load_scored(str(oracle_dir)), k=k, seed=seed) if pipe.world.judge is not None
+                     else dict.fromkeys(("chosen/gold_mass", "chosen/precision", "rejected/precision",
+                                         "chosen/random_precision", "chosen/spearman"), float("nan")))
+        row = {"fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
+               "pair_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+               "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
+               "chosen_gold_mass": agreement["chosen/gold_mass"], "chosen_precision": agreement["chosen/precision"],
+               "rejected_precision": agreement["rejected/precision"], "random_precision": agreement["chosen/random_precision"],
+               "spearman": agreement["chosen/spearman"], "oracle_run": relative(oracle_dir)}
+        if train_policies:
+            policy = train_and_evaluate(pipe, sepo, seed, oracle_dir=oracle_dir, lr=lr)
+            row.update({f"policy_{k_}": v for k_, v in policy.items() if k_ in ("win_rate", "reward", "kl", "run")})
+        return row
+
+    frame = _frame(share_work([lambda s=seed, f=fraction: row_of(s, f) for seed in pipe.config.seeds for fraction in fractions]))
     return frame, claim_rules.oracle_fraction_claims(frame)
 
 
@@ -101,16 +105,16 @@ def oracle_curve(pipe: Pipeline, fractions: list[float], sizes: list[str]):
     """How good an oracle gets in this world: held-out and target pair accuracy against the pairs it trained on
     (``fractions`` of the oracle split) and its size, for the first seed (the world card's targets as lines)."""
     seed = pipe.config.seeds[0]
-    rows = []
-    for size in sizes:
-        for fraction in fractions:
-            oracle_dir, metrics = pipe.oracle(seed, size=size, fraction=fraction)
-            rows.append({"size": size, "fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
-                         "heldout_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
-                         "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
-                         "train_accuracy": metrics.get("train/rewards/accuracies", float("nan")),
-                         "oracle_run": relative(oracle_dir)})
-    return _frame(rows)
+
+    def row_of(size: str, fraction: float) -> dict:
+        oracle_dir, metrics = pipe.oracle(seed, size=size, fraction=fraction)
+        return {"size": size, "fraction": fraction, "seed": seed, "oracle_pairs": metrics.get("data/oracle_pairs"),
+                "heldout_accuracy": metrics.get("eval/rewards/accuracies", float("nan")),
+                "target_pair_accuracy": metrics.get("scores/pair_accuracy", float("nan")),
+                "train_accuracy": metrics.get("train/rewards/accuracies", float("nan")),
+                "oracle_run": relative(oracle_dir)}
+
+    return _frame(share_work([lambda z=size, f=fraction: row_of(z, f) for size in sizes for fraction in fractions]))
 
 
 def token_reward_report(pipe: Pipeline, k: float = 0.3):
@@ -151,8 +155,8 @@ def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     grid = pipe.config.policy_lr_grid
     if not grid:
         return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
-    rows = [train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr, split="validation")
-            for recipe in recipes for lr in grid]
+    rows = share_work([lambda r=recipe, lr=lr: train_and_evaluate(pipe, r, seed, oracle_dir=oracle_dir, lr=lr, split="validation")
+                       for recipe in recipes for lr in grid])
     frame = _frame(rows)
     frame["eligible"] = frame.cutoff_share <= pipe.config.max_cutoff_share
     chosen = {}
@@ -189,18 +193,25 @@ def main_table(pipe: Pipeline, methods: list[str], frontier_methods: tuple[str, 
         raise ConfigError(f"frontier_methods {unknown}: not in methods {methods}")
     sft_path = pipe.sft_path(pipe.config.policy_size)
     search, chosen = learning_rate_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
-    rows, curves = [], []
-    for seed in pipe.config.seeds:
-        oracle_dir, _ = pipe.oracle(seed)
+
+    def sft_row(seed: int) -> dict:
         sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
-        rows.append({"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"})
-        for recipe in recipes:
-            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=chosen[recipe.name])
-            rows.append(row)
-            if recipe.name in frontier_methods:
-                curve = pipe.frontier(resolve(row["run"]), recipe.name, seed)
-                curve["run"] = row["run"]
-                curves.append(curve)
+        return {"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"}
+
+    def method_row(seed: int, recipe: Method):
+        row = train_and_evaluate(pipe, recipe, seed, oracle_dir=pipe.oracle(seed)[0], lr=chosen[recipe.name])
+        curve = None
+        if recipe.name in frontier_methods:
+            curve = pipe.frontier(resolve(row["run"]), recipe.name, seed)
+            curve["run"] = row["run"]
+        return row, curve
+
+    calls = []
+    for seed in pipe.config.seeds:
+        calls.append(lambda s=seed: (sft_row(s), None))
+        calls += [lambda s=seed, r=recipe: method_row(s, r) for recipe in recipes]
+    done = share_work(calls)
+    rows, curves = [row for row, _ in done], [curve for _, curve in done if curve is not None]
     frame = _frame(rows)
     curves = pd.concat(curves, ignore_index=True) if curves else _frame([])
     found = {**claim_rules.main_table_claims(frame), **(claim_rules.frontier_claims(curves) if len(curves) else {})}
@@ -219,13 +230,12 @@ def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[f
     variants += [("adaptive_mass", m, sepo.replace(name=f"SePO adaptive mass={m}", selector="adaptive", selection_kwargs={"mass": m}))
                  for m in masses]
     lr = chosen_learning_rate(pipe, sepo)
-    rows = []
-    for seed in pipe.config.seeds:
-        for parameter, value, recipe in variants:
-            oracle_dir, _ = pipe.oracle(seed, beta=value if parameter == "oracle_beta" else None)
-            row = train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr)
-            rows.append({"parameter": parameter, "value": value, **row})
-    frame = _frame(rows)
+
+    def row_of(seed: int, parameter: str, value: float, recipe: Method) -> dict:
+        oracle_dir, _ = pipe.oracle(seed, beta=value if parameter == "oracle_beta" else None)
+        return {"parameter": parameter, "value": value, **train_and_evaluate(pipe, recipe, seed, oracle_dir=oracle_dir, lr=lr)}
+
+    frame = _frame(share_work([lambda s=seed, v=variant: row_of(s, *v) for seed in pipe.config.seeds for variant in variants]))
     return frame, claim_rules.ablation_claims(frame)
 
 
@@ -233,16 +243,19 @@ def weak_to_strong(pipe: Pipeline, oracle_sizes: list[str], policy_sizes: list[s
     """Every oracle size x policy size, one tokenizer (C4), and each policy size's DPO baseline."""
     sepo, dpo = pipe.method("SePO"), pipe.method("DPO")
     lr = {"SePO": chosen_learning_rate(pipe, sepo), "DPO": chosen_learning_rate(pipe, dpo)}  # chosen at policy_size
-    rows = []
+
+    def sepo_row(seed: int, o: str, p: str) -> dict:
+        row = train_and_evaluate(pipe, sepo, seed, oracle_dir=pipe.oracle(seed, size=o)[0], size=p, lr=lr["SePO"])
+        return {"oracle_size": o, "policy_size": p, **row}
+
+    def dpo_row(seed: int, p: str) -> dict:
+        return {"oracle_size": "-", "policy_size": p, **train_and_evaluate(pipe, dpo, seed, size=p, lr=lr["DPO"])}
+
+    calls = []
     for seed in pipe.config.seeds:
-        for o in oracle_sizes:
-            oracle_dir, _ = pipe.oracle(seed, size=o)
-            for p in policy_sizes:
-                row = train_and_evaluate(pipe, sepo, seed, oracle_dir=oracle_dir, size=p, lr=lr["SePO"])
-                rows.append({"oracle_size": o, "policy_size": p, **row})
-        for p in policy_sizes:
-            rows.append({"oracle_size": "-", "policy_size": p, **train_and_evaluate(pipe, dpo, seed, size=p, lr=lr["DPO"])})
-    frame = _frame(rows)
+        calls += [lambda s=seed, o=o, p=p: sepo_row(s, o, p) for o in oracle_sizes for p in policy_sizes]
+        calls += [lambda s=seed, p=p: dpo_row(s, p) for p in policy_sizes]
+    frame = _frame(share_work(calls))
     return frame, claim_rules.weak_to_strong_claims(frame, oracle_sizes, policy_sizes)
 
 
@@ -254,18 +267,20 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
     recipes = {name: pipe.method(name) for name in methods}  # an unknown method fails before any training
     lr = {name: chosen_learning_rate(pipe, recipe) for name, recipe in recipes.items()}  # chosen in distribution
     data = pipe.mixed_data_path("id", "ood")
-    rows, frontiers = [], []
-    for seed in pipe.config.seeds:
-        oracle_dir, _ = pipe.oracle(seed, data_path=data)  # in-distribution oracle scoring out-of-distribution pairs
-        for name, recipe in recipes.items():
-            run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
-                                     save_steps=save_steps, epochs=frontier_epochs, lr=lr[name])
-            rows.append({"method": name, "seed": seed, "lr": lr[name], **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir),
-                         **_run(run_dir)})
-            curve = pipe.frontier(run_dir, name, seed)
-            curve["run"] = relative(run_dir)
-            frontiers.append(curve)
-    frame, curves = _frame(rows), pd.concat(frontiers, ignore_index=True)
+
+    def row_of(seed: int, name: str, recipe: Method):
+        oracle_dir = pipe.oracle(seed, data_path=data)[0] if recipe.needs_selection else None  # in-distribution oracle
+        run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
+                                 save_steps=save_steps, epochs=frontier_epochs, lr=lr[name])
+        row = {"method": name, "seed": seed, "lr": lr[name], **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir),
+               **_run(run_dir)}
+        curve = pipe.frontier(run_dir, name, seed)
+        curve["run"] = relative(run_dir)
+        return row, curve
+
+    done = share_work([lambda s=seed, n=name, r=recipe: row_of(s, n, r)
+                       for seed in pipe.config.seeds for name, recipe in recipes.items()])
+    frame, curves = _frame([row for row, _ in done]), pd.concat([curve for _, curve in done], ignore_index=True)
     return frame, curves, claim_rules.ood_claims(frame, curves)
 
 
@@ -274,17 +289,23 @@ def selective_dpo_references(pipe: Pipeline, strong_size: str, ks: list[float]):
     larger model), keeping several fractions ``k`` of tokens (the paper keeps the top 40%)."""
     dpo, sdpo = pipe.method("DPO"), pipe.method("Selective-DPO")
     lr = {"DPO": chosen_learning_rate(pipe, dpo), "Selective-DPO": chosen_learning_rate(pipe, sdpo)}
-    rows = []
-    for seed in pipe.config.seeds:
+
+    def references(seed: int) -> dict[str, str]:
         strong_dir, _ = pipe.policy(dpo, seed, size=strong_size, lr=lr["DPO"], snapshots=True)  # 06's DPO run of this size
-        references = {"weak (policy SFT)": pipe.sft_path(pipe.config.policy_size), f"strong (DPO {strong_size})": str(strong_dir / "model")}
-        for ref_name, ref_path in references.items():
-            for k in ks:
-                recipe = sdpo.replace(name=f"Selective-DPO k={k}").with_loss_kwargs(k=k)
-                row = train_and_evaluate(pipe, recipe, seed, reference_path=ref_path, lr=lr["Selective-DPO"])
-                rows.append({"reference": ref_name, "k": k, **row, "reference_run": relative(ref_path)})
-        rows.append({"reference": "-", "k": float("nan"), **train_and_evaluate(pipe, dpo, seed, lr=lr["DPO"])})
-    frame = _frame(rows)
+        return {"weak (policy SFT)": pipe.sft_path(pipe.config.policy_size), f"strong (DPO {strong_size})": str(strong_dir / "model")}
+
+    def sdpo_row(seed: int, ref_name: str, k: float) -> dict:
+        ref_path = references(seed)[ref_name]
+        recipe = sdpo.replace(name=f"Selective-DPO k={k}").with_loss_kwargs(k=k)
+        row = train_and_evaluate(pipe, recipe, seed, reference_path=ref_path, lr=lr["Selective-DPO"])
+        return {"reference": ref_name, "k": k, **row, "reference_run": relative(ref_path)}
+
+    names = ["weak (policy SFT)", f"strong (DPO {strong_size})"]
+    calls = []
+    for seed in pipe.config.seeds:
+        calls += [lambda s=seed, n=n, k=k: sdpo_row(s, n, k) for n in names for k in ks]
+        calls.append(lambda s=seed: {"reference": "-", "k": float("nan"), **train_and_evaluate(pipe, dpo, s, lr=lr["DPO"])})
+    frame = _frame(share_work(calls))
     k = 0.4 if 0.4 in ks else ks[0]
     return frame, claim_rules.selective_dpo_claims(frame, k)
 
