@@ -105,13 +105,35 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def run_worker(script: str, args: dict[str, object]) -> dict:
-    """Run ``benchmarks/<script>`` in a fresh interpreter; its last stdout line is a JSON result."""
+def _worker_command(script: str, args: dict[str, object]) -> list[str]:
     cmd = [sys.executable, str(HERE / script)]
     for key, value in args.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    env = dict(os.environ, SEPO_QUIET="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(THREADS))
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    return cmd
+
+
+def _worker_env(threads: int = THREADS) -> dict[str, str]:
+    return dict(os.environ, SEPO_QUIET="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(threads))
+
+
+def run_worker(script: str, args: dict[str, object], threads: int = THREADS) -> dict:
+    """Run ``benchmarks/<script>`` in a fresh interpreter; its last stdout line is a JSON result."""
+    cmd = _worker_command(script, args)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_worker_env(threads))
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_workers_at_once(script: str, many_args: list[dict[str, object]], threads: int = 1) -> tuple[list[dict], float]:
+    """Start one fresh interpreter per ``many_args`` at the same moment (as the reproduction runs notebooks side by
+    side); their JSON results and the wall time until the last one finished."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(_worker_command(script, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=_worker_env(threads)) for args in many_args]
+    outputs = [proc.communicate() for proc in procs]
+    seconds = time.perf_counter() - start
+    for proc, (out, err) in zip(procs, outputs):
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(proc.args)} failed:\n{err[-3000:]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs], seconds

@@ -3,7 +3,8 @@
 ``--what`` picks the workload, each run exactly as the reproduction runs it (``sepo.pipeline.Pipeline``
 with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--out-dir``, never the cache):
 
-* ``matmul``: the machine's fp32 and bf16 matrix-product rate (``F.linear``) at the mini models' shapes;
+* ``matmul``: the machine's fp32 and bf16 matrix-product rate (``F.linear``) at the mini models' shapes, on
+  ``--threads`` threads;
 * ``oracle``: one oracle run (DPO training of the small model, evaluation, scoring of the train split);
 * ``policy``: one policy run of ``--loss`` (``dpo``: with a reference; ``simpo`` / ``sepo``: reference-free;
   ``sepo`` trains on the scores of the oracle run in ``--oracle-dir``);
@@ -11,7 +12,9 @@ with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--
 * ``sampling``: evaluation sampling (``sepo.generation.sample_responses``: 128 prompts x 2 samples, 48 new
   tokens, batches of 64 prompts, the medium SFT model).
 
-With ``--count-flops`` the workload runs a second time (untimed, into another directory) under
+``--threads`` sets the workload's torch threads (``ExperimentConfig.threads``; the reproduction uses one per
+process and runs two notebooks side by side on two cores, which ``run.py`` measures by starting two of the
+same workload at once). With ``--count-flops`` the workload runs a second time (untimed, into another directory) under
 ``torch.utils.flop_counter.FlopCounterMode``: matrix products and attention (the CPU flash-attention
 kernels counted as full, non-causal ``QK^T`` and ``AV`` products), forward and backward. The count is
 deterministic, so ``run.py`` takes it once and divides it by every round's wall time. Prints one JSON line.
@@ -109,11 +112,11 @@ def flop_counter():
                                                           aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
 
 
-def pipeline(world: str, out_dir: Path):
+def pipeline(world: str, out_dir: Path, threads: int):
     """The reproduction's pipeline over the cached world, writing its runs under ``out_dir``."""
     from sepo.pipeline import ExperimentConfig, Pipeline
 
-    p = Pipeline(ExperimentConfig(world=world, cache_dir=str(ROOT / "cache")))
+    p = Pipeline(ExperimentConfig(world=world, cache_dir=str(ROOT / "cache"), threads=threads))
     p.cache = out_dir  # the world stays the cached one; every stage run is fresh
     return p
 
@@ -177,14 +180,15 @@ def main() -> None:
     parser.add_argument("--out-dir", default="", help="where the runs go (default: a temporary directory)")
     parser.add_argument("--count-flops", type=int, default=0)
     parser.add_argument("--shapes", default="", help="matmul: size:tokens (a model's linear layers) or M:K:N, comma-separated")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the reproduction: 1 per process)")
     args = parser.parse_args()
-    setup_torch()
+    setup_torch(args.threads)
     if args.what == "matmul":
         print(json.dumps(model_matmul_rates(args.shapes)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.out_dir) if args.out_dir else Path(tmp)
-        p = pipeline(args.world, base / "timed")
+        p = pipeline(args.world, base / "timed", args.threads)
         run = workload(args, p, base / "timed")
         start = time.perf_counter()
         info = run()

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import ROOT, THREADS, run_worker
+from bench_common import ROOT, THREADS, run_worker, run_workers_at_once
 from compute_estimate import estimate_table
 
 STEP_VARIANTS = ("trl_dpo", "sepo_full_head", "sepo_used_head")
@@ -36,7 +36,7 @@ TARGETS = {4000: 0.35, 32000: 0.12}  # step-time ratio targets of the issue, by 
 SCORING_TARGET = 0.9
 COMMANDS_FILE = ROOT / "results" / "whole_commands.json"
 REPRODUCE_TIMING = ROOT / "results" / "reproduce_timing.json"  # written by the reproduction itself
-COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 20 * 60}
+COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 30 * 60}
 
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -129,64 +129,92 @@ ISSUE_SHAPE = "1333:176:704"  # the shape at which the issue measured the machin
 TRAIN_TOKENS, DECODE_ROWS = 1333, 128  # rows of a training step's / a decoding step's matrix products
 
 
+RATE_MODES = (("2 threads, alone", 2, 1), ("1 thread, alone", 1, 1), ("1 thread, 2 at once", 1, 2))
+# (label, torch threads per process, processes started at once): the first is how a stage ran before the
+# reproduction ran notebooks side by side; the last is how it runs now (two notebooks, one thread each)
+
+
 def reproduction_rates(args) -> dict:
-    """Rounds of: the matmul rates, then every workload of ``RATE_WORKLOADS`` in a fresh process; FLOPs counted in round 1."""
+    """Rounds of: the matmul rates on 1 and 2 threads, then every workload of ``RATE_WORKLOADS`` in each of
+    ``RATE_MODES`` (fresh processes); FLOPs counted in round 1."""
     import tempfile
 
     shapes = ",".join([ISSUE_SHAPE] + [f"{size}:{TRAIN_TOKENS}" for size in ("small", "medium")] + [f"medium:{DECODE_ROWS}"])
-    out: dict = {"matmul": [], "runs": {}}
+    out: dict = {"matmul": [], "matmul_1thread": [], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rate_rounds):
             print(f"[rates] round {r + 1}/{args.rate_rounds} matmul (load {load()})", flush=True)
-            out["matmul"].append(run_worker("reproduction_rate.py", {"what": "matmul", "shapes": shapes}))
+            out["matmul"].append(run_worker("reproduction_rate.py", {"what": "matmul", "shapes": shapes, "threads": 2}))
+            out["matmul_1thread"].append(run_worker("reproduction_rate.py", {"what": "matmul", "shapes": shapes, "threads": 1},
+                                                    threads=1))
             oracle_dir = ""
             for what, loss, _ in RATE_WORKLOADS:
                 name = f"{what}/{loss}" if loss else what
-                print(f"[rates] round {r + 1}/{args.rate_rounds} {name} (load {load()})", flush=True)
-                out_dir = Path(tmp) / f"round{r}" / name.replace("/", "_")
-                row = run_worker("reproduction_rate.py", {"what": what, "loss": loss or "dpo", "world": args.rate_world,
-                                                          "oracle_dir": oracle_dir, "out_dir": out_dir, "count_flops": int(r == 0)})
-                if what == "oracle":
-                    oracle_dir = str(next((out_dir / "timed" / "oracle").iterdir()))
-                out["runs"].setdefault(name, []).append(row)
+                for label, threads, at_once in RATE_MODES:
+                    print(f"[rates] round {r + 1}/{args.rate_rounds} {name}, {label} (load {load()})", flush=True)
+                    base = Path(tmp) / f"round{r}" / name.replace("/", "_") / f"{threads}x{at_once}"
+                    common = {"what": what, "loss": loss or "dpo", "world": args.rate_world, "oracle_dir": oracle_dir,
+                              "threads": threads}
+                    count = int(r == 0 and at_once == 1 and threads == 1)
+                    many = [{**common, "out_dir": base / str(i), "count_flops": count} for i in range(at_once)]
+                    rows, wall = run_workers_at_once("reproduction_rate.py", many, threads=threads)
+                    if what == "oracle" and not oracle_dir:
+                        oracle_dir = str(next(d for d in (base / "0" / "timed" / "oracle").iterdir() if (d / "metrics.json").exists()))
+                    out["runs"].setdefault(name, {}).setdefault(label, []).append(
+                        {"seconds": wall, "processes": at_once, **({"gflop": rows[0]["gflop"]} if count else {})})
     return out
 
 
 def rates_section(rows: dict, args) -> list[str]:
     """Achieved FLOP rate of each reproduction workload as a fraction of the machine's matmul rate, per round."""
-    mm = rows["matmul"]
+    mm, mm1 = rows["matmul"], rows["matmul_1thread"]
     lines = ["## 5. The reproduction's workloads against the machine's matrix-product rate", "",
-             f"`.venv/bin/python benchmarks/reproduction_rate.py --what W`: each workload of the reproduction (world "
-             f"`{args.rate_world}`, the main table's settings) in a fresh process, {args.rate_rounds} rounds, workloads "
-             "interleaved within a round; FLOPs counted once (`FlopCounterMode`: matrix products and attention, forward "
-             "and backward) and divided by each round's wall time. The machine's rate is `F.linear` in a fresh process of "
-             "the same round: at the issue's shape (1333 x 176 x 704) and, mixed by FLOPs, at the shapes of a model's "
-             f"linear layers ({TRAIN_TOKENS} rows for training and scoring, {DECODE_ROWS} rows for a decoding step).", "",
-             "| matmul | fp32 GFLOP/s | bf16 GFLOP/s |", "| --- | --- | --- |"]
+             f"`.venv/bin/python benchmarks/reproduction_rate.py --what W --threads T`: each workload of the reproduction "
+             f"(world `{args.rate_world}`, the main table's settings) in fresh processes, {args.rate_rounds} rounds, "
+             "workloads interleaved within a round, each in three ways: alone on 2 threads (how a stage ran when the "
+             "reproduction ran one notebook at a time), alone on 1 thread, and two copies started at once on 1 thread "
+             "each (how the reproduction runs now: two notebooks side by side, `ExperimentConfig.threads = 1`). FLOPs "
+             "are counted once (`FlopCounterMode`: matrix products and attention, forward and backward) and divided by "
+             "each round's wall time (for two at once: twice the FLOPs over the time until both finished). The machine's "
+             "rate is `F.linear` in a fresh process of the same round, on 2 threads (the whole machine) and on 1: at the "
+             "issue's shape (1333 x 176 x 704) and, mixed by FLOPs, at the shapes of a model's linear layers "
+             f"({TRAIN_TOKENS} rows for training and scoring, {DECODE_ROWS} rows for a decoding step).", "",
+             "| matmul | fp32 GFLOP/s, 2 threads | fp32 GFLOP/s, 1 thread | bf16 GFLOP/s, 2 threads |",
+             "| --- | --- | --- | --- |"]
     for key in mm[0]:
         label = f"{key.replace(':', ' x ')} (issue's shape)" if key == ISSUE_SHAPE else \
             f"{key.split(':')[0]} model's linear layers, {key.split(':')[1]} rows"
         lines.append(f"| {label} | {spread([m[key]['float32'] for m in mm], '{:.0f}')} | "
+                     f"{spread([m[key]['float32'] for m in mm1], '{:.0f}')} | "
                      f"{spread([m[key]['bfloat16'] for m in mm], '{:.0f}')} |")
-    lines += ["", "| workload | wall s | GFLOP | GFLOP/s | of fp32 rate, issue's shape | target | of fp32 rate, own shapes |",
+    lines += ["", "Fractions are of the whole machine's fp32 rate (2 threads) at the issue's shape, except the column "
+              "'of 1 core', which is of the 1-thread rate (what one process on one thread can reach).", "",
+              "| workload | mode | wall s | GFLOP/s (all processes) | of the machine's fp32 rate | of 1 core | target |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    verdicts = []
+    verdicts, speedups = [], []
     for what, loss, size in RATE_WORKLOADS:
         name = f"{what}/{loss}" if loss else what
-        runs = rows["runs"][name]
-        gflop = runs[0]["gflop"]
-        own = f"{size}:{DECODE_ROWS if what == 'sampling' else TRAIN_TOKENS}"
-        rate = [gflop / run["seconds"] for run in runs]
-        issue = [x / m[ISSUE_SHAPE]["float32"] for x, m in zip(rate, mm)]
-        shapes = [x / m[own]["float32"] for x, m in zip(rate, mm)]
+        modes = rows["runs"][name]
+        gflop = next(run["gflop"] for run in modes["1 thread, alone"] if "gflop" in run)
         target = RATE_TARGETS.get(what)
-        lines.append(f"| {name} | {spread([run['seconds'] for run in runs])} | {gflop:.1f} | {spread(rate, '{:.1f}')} | "
-                     f"{spread(issue)} | {f'>= {target:.2f}' if target else ''} | {spread(shapes)} |")
-        if target:
-            met = statistics.median(issue) >= target
-            verdicts.append(f"- {name}: {statistics.median(issue):.2f} of the fp32 rate vs target {target:.2f}: "
-                            f"**{'met' if met else 'missed'}**")
-    return lines + ["", "Targets:", *verdicts, "",
+        for label, _, at_once in RATE_MODES:
+            runs = modes[label]
+            rate = [gflop * run["processes"] / run["seconds"] for run in runs]
+            machine = [x / m[ISSUE_SHAPE]["float32"] for x, m in zip(rate, mm)]
+            core = [x / run["processes"] / m[ISSUE_SHAPE]["float32"] for x, run, m in zip(rate, runs, mm1)]
+            lines.append(f"| {name} ({gflop:.1f} GFLOP) | {label} | {spread([run['seconds'] for run in runs])} | "
+                         f"{spread(rate, '{:.1f}')} | {spread(machine)} | {spread(core)} | "
+                         f"{f'>= {target:.2f}' if target and at_once > 1 else ''} |")
+            if target and at_once > 1:
+                met = statistics.median(machine) >= target
+                verdicts.append(f"- {name}: {statistics.median(machine):.2f} of the machine's fp32 rate (two at once, one "
+                                f"thread each) vs target {target:.2f}: **{'met' if met else 'missed'}**")
+        before = [run["seconds"] for run in modes["2 threads, alone"]]
+        now = [run["seconds"] / run["processes"] for run in modes["1 thread, 2 at once"]]
+        speedups.append(f"- {name}: {spread([b / n for b, n in zip(before, now)], '{:.2f}x')} the work per second of one "
+                        "process on 2 threads")
+    return lines + ["", "Targets:", *verdicts, "", "Throughput of two single-thread processes against one process on 2 "
+                    "threads (same round):", *speedups, "",
                     "Wall time is the whole stage call (loading models and data, training, saving; an oracle run also "
                     "evaluates and scores its target split), as in the reproduction.", ""]
 
