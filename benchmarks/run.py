@@ -36,6 +36,8 @@ TARGETS = {4000: 0.35, 32000: 0.12}  # step-time ratio targets of the issue, by 
 SCORING_TARGET = 0.9
 COMMANDS_FILE = ROOT / "results" / "whole_commands.json"
 REPRODUCE_TIMING = ROOT / "results" / "reproduce_timing.json"  # written by the reproduction itself
+SIDE_BY_SIDE = ROOT / "results" / "reproduce_side_by_side.json"  # written by benchmarks/side_by_side.py
+SPEEDUP_TARGET = 2.0  # make reproduce of the landed commit / of this one, same machine, both cold
 COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 30 * 60}
 
 
@@ -398,7 +400,32 @@ def commands_section() -> list[str]:
         lines.append(f"| `{command}` | {row['seconds'] / 60:.1f} min{status} | {goal} | {verdict} | {row.get('where', '')}, {row['date']} |")
     lines += ["", "`install` and `make test` are timed by `benchmarks/run.py --whole-commands` in a fresh clone, as CI runs them "
               "(the install first, then the tests on an empty cache); `make reproduce` writes its own wall time when it runs every notebook."]
-    return lines + [""]
+    return lines + side_by_side_lines() + [""]
+
+
+def side_by_side_lines() -> list[str]:
+    """The record of ``benchmarks/side_by_side.py``: two commits' cold ``make reproduce`` on this machine."""
+    if not SIDE_BY_SIDE.exists():
+        return ["", "Side by side with the landed commit: pending (`.venv/bin/python benchmarks/side_by_side.py --base COMMIT`)."]
+    data = json.loads(SIDE_BY_SIDE.read_text())
+    runs = data["runs"]
+    lines = ["", f"**Side by side** (`benchmarks/side_by_side.py`, {data['date']}, {data['cpus']} cores): `make reproduce` of two "
+             "commits, each cold in a fresh clone, one after the other on this machine.", "",
+             "| commit | wall time | cache | notebooks run | load average before, after |", "| --- | --- | --- | --- | --- |"]
+    for label in ("base", "head"):
+        run = runs[label]
+        timing = run.get("reproduce_timing") or {}
+        workers = timing.get("workers", 1)
+        lines.append(f"| {label} `{run['commit']}` | {run['reproduce_seconds'] / 60:.1f} min | {timing.get('cache', 'n/a')} | "
+                     f"{workers} at a time | {run['load_before']}, {run['load_after']} |")
+    verdict = "met" if data["speedup"] >= SPEEDUP_TARGET else "missed"
+    lines += ["", f"- base / head = {data['speedup']:.2f}x vs target >= {SPEEDUP_TARGET:.0f}x: **{verdict}**. Each commit runs its "
+              "own notebooks and configs, so the head's run also holds the work the head adds."]
+    for label in ("base", "head"):
+        frontier = (runs[label].get("work") or {}).get("frontier_methods")
+        if frontier:
+            lines.append(f"- {label}: the main table's frontier traces {len(frontier)} methods ({', '.join(frontier)}).")
+    return lines
 
 
 def replace_section(text: str, heading: str, section: str) -> str:
@@ -446,7 +473,8 @@ def main() -> None:
         section[1:1] = ["", f"Written by `{command.strip()}` in {(time.perf_counter() - started) / 60:.1f} min; "
                         "machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) +
                         f"; load average before: {load_before}, after: {load()}."]
-        write_report(args.out, replace_section(args.out.read_text() if args.out.exists() else "", "## 5.", "\n".join(section)))
+        text = replace_section(args.out.read_text() if args.out.exists() else "", "## 5.", "\n".join(section))
+        write_report(args.out, replace_section(text, "## 3.", "\n".join(commands_section())))  # its records are cheap to read
         tmp = args.out.with_name("performance_rates.json.tmp")
         tmp.write_text(json.dumps({"machine": info, **rated}, indent=1))
         os.replace(tmp, args.out.with_name("performance_rates.json"))

@@ -43,13 +43,21 @@ def timed(cmd: list[str], cwd: Path, log: Path) -> float:
     return time.perf_counter() - start
 
 
+def work(clone: Path) -> dict:
+    """What a clone's reproduction is asked to do, where commits may differ: its main table's methods and frontier."""
+    import yaml
+
+    config = yaml.safe_load((clone / "configs" / "mini" / "04_main_table.yaml").read_text()) or {}
+    return {key: config.get(key) for key in ("methods", "frontier_methods")}
+
+
 def reproduce(commit: str, clone: Path) -> dict:
     """Clone ``commit`` into ``clone``, install, run ``make reproduce`` cold; what it took."""
     if clone.exists():
         shutil.rmtree(clone)
     subprocess.run(["git", "clone", "--quiet", "--no-local", str(ROOT), str(clone)], check=True)
     git("checkout", "--quiet", commit, cwd=clone)
-    record = {"commit": git("rev-parse", "--short", "HEAD", cwd=clone)}
+    record = {"commit": git("rev-parse", "--short", "HEAD", cwd=clone), "work": work(clone)}
     record["install_seconds"] = timed(["make", ".venv/.installed"], clone, clone.parent / f"{clone.name}-install.log")
     record["load_before"] = load()
     record["reproduce_seconds"] = timed(["make", "reproduce"], clone, clone.parent / f"{clone.name}-reproduce.log")
