@@ -3,6 +3,8 @@
 ``--what`` picks the workload, each run exactly as the reproduction runs it (``sepo.pipeline.Pipeline``
 with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--out-dir``, never the cache):
 
+* ``world``: builds the cached world (and its SFT models) the other workloads read, untimed: run first, so that
+  no timed workload pays for a cold cache;
 * ``matmul``: the machine's fp32 and bf16 matrix-product rate (``F.linear``) at the mini models' shapes, on
   ``--threads`` threads;
 * ``oracle``: one oracle run (DPO training of the small model, evaluation, scoring of the train split);
@@ -17,7 +19,9 @@ process and runs two notebooks side by side on two cores, which ``run.py`` measu
 same workload at once). With ``--count-flops`` the workload runs a second time (untimed, into another directory) under
 ``torch.utils.flop_counter.FlopCounterMode``: matrix products and attention (the CPU flash-attention
 kernels counted as full, non-causal ``QK^T`` and ``AV`` products), forward and backward. The count is
-deterministic, so ``run.py`` takes it once and divides it by every round's wall time. Prints one JSON line.
+deterministic, so ``run.py`` takes it once and divides it by every round's time. ``seconds`` is the timed call
+alone (the stage as the reproduction calls it: loading, training, saving), never the counting pass or the
+interpreter's start-up. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ def workload(args, p, out_dir: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", required=True, choices=("matmul", "oracle", "policy", "scoring", "sampling"))
+    parser.add_argument("--what", required=True, choices=("world", "matmul", "oracle", "policy", "scoring", "sampling"))
     parser.add_argument("--loss", default="dpo")
     parser.add_argument("--world", default="default")
     parser.add_argument("--oracle-dir", default="", help="oracle run whose scores a sepo policy trains on")
@@ -185,6 +189,11 @@ def main() -> None:
     setup_torch(args.threads)
     if args.what == "matmul":
         print(json.dumps(model_matmul_rates(args.shapes)))
+        return
+    if args.what == "world":
+        start = time.perf_counter()
+        world = pipeline(args.world, ROOT / "cache", args.threads).world
+        print(json.dumps({"seconds": time.perf_counter() - start, "world": world.root.name}))
         return
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.out_dir) if args.out_dir else Path(tmp)

@@ -144,6 +144,8 @@ def reproduction_rates(args) -> dict:
     shapes = ",".join([ISSUE_SHAPE] + [f"{size}:{TRAIN_TOKENS}" for size in ("small", "medium")] + [f"medium:{DECODE_ROWS}"])
     out: dict = {"matmul": [], "matmul_1thread": [], "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        print(f"[rates] the cached world `{args.rate_world}` (built if missing, untimed; load {load()})", flush=True)
+        out["world"] = run_worker("reproduction_rate.py", {"what": "world", "world": args.rate_world, "threads": 2})
         for r in range(args.rate_rounds):
             print(f"[rates] round {r + 1}/{args.rate_rounds} matmul (load {load()})", flush=True)
             out["matmul"].append(run_worker("reproduction_rate.py", {"what": "matmul", "shapes": shapes, "threads": 2}))
@@ -159,7 +161,8 @@ def reproduction_rates(args) -> dict:
                               "threads": threads}
                     count = int(r == 0 and at_once == 1 and threads == 1)
                     many = [{**common, "out_dir": base / str(i), "count_flops": count} for i in range(at_once)]
-                    rows, wall = run_workers_at_once("reproduction_rate.py", many, threads=threads)
+                    rows, _ = run_workers_at_once("reproduction_rate.py", many, threads=threads)
+                    wall = max(row["seconds"] for row in rows)  # the timed calls, started together
                     if what == "oracle" and not oracle_dir:
                         oracle_dir = str(next(d for d in (base / "0" / "timed" / "oracle").iterdir() if (d / "metrics.json").exists()))
                     out["runs"].setdefault(name, {}).setdefault(label, []).append(
@@ -176,8 +179,10 @@ def rates_section(rows: dict, args) -> list[str]:
              "workloads interleaved within a round, each in three ways: alone on 2 threads (how a stage ran when the "
              "reproduction ran one notebook at a time), alone on 1 thread, and two copies started at once on 1 thread "
              "each (how the reproduction runs now: two notebooks side by side, `ExperimentConfig.threads = 1`). FLOPs "
-             "are counted once (`FlopCounterMode`: matrix products and attention, forward and backward) and divided by "
-             "each round's wall time (for two at once: twice the FLOPs over the time until both finished). The machine's "
+             "are counted once (`FlopCounterMode`: matrix products and attention, forward and backward, in a separate "
+             "untimed pass) and divided by each round's time of the stage call, measured inside its process (for two "
+             "at once: twice the FLOPs over the time until both calls finished). The cached world and its SFT models "
+             "are built before the first round, untimed. The machine's "
              "rate is `F.linear` in a fresh process of the same round, on 2 threads (the whole machine) and on 1: at the "
              "issue's shape (1333 x 176 x 704) and, mixed by FLOPs, at the shapes of a model's linear layers "
              f"({TRAIN_TOKENS} rows for training and scoring, {DECODE_ROWS} rows for a decoding step).", "",
