@@ -11,7 +11,8 @@ the median and the spread (min-max) over rounds.
 Section 5 (``reproduction_rate.py``) runs the reproduction's own workloads (an oracle run, a policy run per loss
 family, token scoring, evaluation sampling) over the cached world and reports each one's FLOP rate as a fraction
 of the machine's fp32 matmul rate measured in the same round; ``--only-rates`` measures that section alone and
-puts it into the existing report. ``stage_split.py`` splits a cold ``make reproduce`` by stage from ``cache/``.
+puts it into the existing report. Section 6 shows the split of a cold ``make reproduce`` by stage that
+``stage_split.py`` recorded from that run's ``cache/`` (``results/stage_split.json``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from bench_common import ROOT, THREADS, run_worker, run_workers_at_once
 from compute_estimate import estimate_table
+from stage_split import stage_section
 
 STEP_VARIANTS = ("trl_dpo", "sepo_full_head", "sepo_used_head")
 SCORING_VARIANTS = ("floor", "ours", "official")
@@ -37,6 +39,7 @@ SCORING_TARGET = 0.9
 COMMANDS_FILE = ROOT / "results" / "whole_commands.json"
 REPRODUCE_TIMING = ROOT / "results" / "reproduce_timing.json"  # written by the reproduction itself
 SIDE_BY_SIDE = ROOT / "results" / "reproduce_side_by_side.json"  # written by benchmarks/side_by_side.py
+STAGE_SPLIT = ROOT / "results" / "stage_split.json"  # written by benchmarks/stage_split.py after a cold reproduction
 SPEEDUP_TARGET = 2.0  # make reproduce of the landed commit / of this one, same machine, both cold
 COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 30 * 60}
 
@@ -507,7 +510,8 @@ def main() -> None:
               "{floor,ours,official} --vocab V` (each prints JSON).", ""]
     text = "\n".join(header + step_section(steps, args) + profile_section(profiled, args) + scoring_section(scores, args)
                      + commands_section()
-                     + scaling_section(growth, steps, scores, args) + rates_section(rated, args))
+                     + scaling_section(growth, steps, scores, args) + rates_section(rated, args)
+                     + stage_section(json.loads(STAGE_SPLIT.read_text()) if STAGE_SPLIT.exists() else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, text)
     tmp = args.out.with_name("performance_rates.json.tmp")

@@ -53,3 +53,58 @@ def test_stage_split_sums_the_runs_timing(tmp_path):
     assert out["seconds"] == {"world": 5.0, "SFT": 30.0, "oracles": 7.0, "scoring": 2.0, "policies": 11.0,
                               "sampling": 3.0, "judging": 1.0, "KL": 0.5, "notebooks, figures, other": 40.5}
     assert out["runs"]["SFT"] == 2 and out["runs"]["policies"] == 2 and out["evaluations_without_timing"] == 1
+    (tmp_path / "policy/p1/frontier_id_128x1_48_0_abc.csv").write_text("method,step,kl\nDPO,0,0.0\nDPO,3,0.1\nDPO,6,0.2\n")
+    write("derived/default/heldout/h1.json", {})
+    two = split_by_stage(tmp_path, total_seconds=100.0, workers=2)  # two one-thread processes: 200 process-seconds
+    assert two["process_seconds"] == 200.0 and two["seconds"]["notebooks, figures, other"] == 140.5
+    assert two["untimed"] == {"frontier_traces": 1, "frontier_points": 3, "heldout_diagnostics": 1, "reference_samples": 0}
+
+
+def test_stage_section_rows_add_up_to_the_run_and_estimates_come_out_of_the_rest():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from stage_split import STAGES, stage_section
+
+    seconds = {stage: 10.0 for stage in STAGES[:-1]}
+    seconds[STAGES[-1]] = 120.0
+    split = {"seconds": seconds, "runs": {stage: 1 for stage in STAGES[:-1]}, "total_seconds": 100.0, "workers": 2,
+             "process_seconds": 200.0, "untimed": {"frontier_traces": 2, "frontier_points": 10, "heldout_diagnostics": 4,
+                                                   "reference_samples": 1},
+             "estimated_seconds": {"frontier": 30.0, "heldout_diagnostics": 20.0}}
+    lines = stage_section(split)
+    rows = {line.split(" | ")[0][2:]: float(line.split(" | ")[1]) for line in lines if line.startswith("| ") and "---" not in line
+            and not line.startswith("| stage")}
+    assert sum(rows.values()) == 200.0
+    assert rows["frontier traces (estimated)"] == 30.0 and rows["notebooks, figures, reference samples, other (the rest)"] == 70.0
+    assert "| world | 10 | 5% | 1 run |" in lines
+    assert "Pending" in "\n".join(stage_section({}))
+
+
+def test_compare_runs_counts_differing_numbers_verdicts_and_world_card_targets(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from compare_runs import compare, compare_files, render
+
+    assert compare_files({"a": 1.0, "b": [2.0, "x"]}, {"a": 1.0, "b": [2.5, "y"]}) == {
+        "numbers": 2, "numbers_differ": 1, "largest_relative_difference": 0.2, "other_leaves": 1, "other_leaves_differ": 1}
+    for name, verdict, accuracy in (("a", "holds", 0.73), ("b", "inconclusive", 0.71)):
+        root = tmp_path / name
+        (root / "04_main_table").mkdir(parents=True)
+        (root / "04_main_table" / "metrics.json").write_text(json.dumps({"win": accuracy, "n": 5}))
+        (root / "reproduce_timing.json").write_text(json.dumps({"seconds": accuracy}))  # a clock, not a result
+        (root / "claims.json").write_text(json.dumps({"project": "p", "numerics": "k", "claims": {
+            "C1": {"verdict": verdict}, "C2": {"verdict": "holds"}}}))
+        (root / "world_card.json").write_text(json.dumps({"oracle_heldout_accuracy": {
+            "value": accuracy, "met": accuracy >= 0.72, "target": ">= 0.72"}}))
+    out = compare(tmp_path / "a", tmp_path / "b")
+    assert out["verdicts_differ"] == ["C1"] and out["numbers"] == 3 and out["numbers_differ"] == 2
+    assert "reproduce_timing.json" not in out["files"]
+    assert out["world_card"]["oracle_heldout_accuracy"]["met"] == [True, False]
+    text = render([{"labels": ["x", "y"], **out}])
+    assert "| C1 | holds | inconclusive (moves) |" in text and "0.730 (met) | 0.710 (not met)" in text
+    assert str(tmp_path) not in text
