@@ -55,6 +55,61 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 @torch.inference_mode()
+def response_logps(model, dataset: Dataset, *, batch_size: int = 16, pad_id: int = 0,
+                   logps=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-token log-probs of every chosen and rejected response of a tokenised dataset under ``model``.
+
+    Returns two lists (chosen, rejected) of one float32 tensor per row, aligned with the row's response
+    ids. Rows go in batches of similar length (:func:`length_sorted_batches`); a row's chosen and rejected
+    response share a batch. ``logps(input_ids, attention_mask, positions)`` computes a batch's (B, T-1)
+    log-probs (default :func:`sepo.logprobs.token_logps` of ``model``: the LM head only at response
+    positions). The same rows in the same batches give the same values, whatever else runs.
+    """
+    logps = logps or (lambda ids, mask, positions: token_logps(model, ids, mask, positions))
+    n = len(dataset)
+    prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
+    lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
+    out: tuple[list, list] = ([None] * n, [None] * n)
+    batches = length_sorted_batches(lengths, batch_size)
+    for batch in progress(batches, desc="log-probs", total=len(batches)):
+        enc = build_sequences([prompts[i] for i in batch] * 2, [chosen[i] for i in batch] + [rejected[i] for i in batch],
+                              pad_id)
+        positions = enc["response_mask"]  # (2b, T-1)
+        values = logps(enc["input_ids"], enc["attention_mask"], positions)  # (2b, T-1)
+        for j, i in enumerate(batch):
+            out[0][i] = values[j][positions[j]].float()
+            out[1][i] = values[j + len(batch)][positions[j + len(batch)]].float()
+    return out
+
+
+def cached_response_logps(model, dataset: Dataset, *, batch_size: int, pad_id: int, cache_dir: str | Path | None,
+                          via: str = "token_logps", logps=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """:func:`response_logps`, read from ``cache_dir/<key>`` when a run with the same key made them.
+
+    The key hashes the model's weights (:func:`model_fingerprint`), the token ids, the batching
+    (``batch_size``, ``pad_id``: batches decide float rounding), ``via`` (which function computed
+    them) and the code and numerics that compute them (:func:`sepo.cache.code_fingerprint`), so a
+    cached value is exactly what this call would compute. ``cache_dir=None`` computes without caching.
+    """
+    if cache_dir is None:
+        return response_logps(model, dataset, batch_size=batch_size, pad_id=pad_id, logps=logps)
+    from sepo.cache import code_fingerprint, exclusive
+
+    key = {"model": model_fingerprint(model), "data": ids_fingerprint(dataset), "batch_size": int(batch_size),
+           "pad_id": int(pad_id), "via": via, "code": code_fingerprint("response_logps")}
+    target = Path(cache_dir) / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    with exclusive(Path(cache_dir) / ".locks" / f"{target.name}.lock"):
+        if not (target / "logps.json").exists():
+            chosen, rejected = response_logps(model, dataset, batch_size=batch_size, pad_id=pad_id, logps=logps)
+            with staged_dir(target) as tmp:
+                Dataset.from_dict({"chosen": [v.tolist() for v in chosen], "rejected": [v.tolist() for v in rejected]}
+                                  ).save_to_disk(str(tmp / "dataset"))
+                write_json(tmp / "logps.json", key)
+    cached = load_from_disk(str(target / "dataset")).with_format("numpy")
+    return ([torch.as_tensor(v, dtype=torch.float32) for v in cached["chosen"]],
+            [torch.as_tensor(v, dtype=torch.float32) for v in cached["rejected"]])
+
+
 def token_rewards(
     oracle,
     reference,
@@ -63,38 +118,33 @@ def token_rewards(
     beta: float = 0.1,
     batch_size: int = 16,
     pad_id: int = 0,
+    reference_cache_dir: str | Path | None = None,
 ) -> dict[str, list[list[float]]]:
     """Per-token rewards of every chosen and rejected response of a tokenised dataset.
 
     Returns ``{"chosen_scores": [...], "rejected_scores": [...]}``, one list per row, aligned with the
-    row's response ids. The LM heads run only at response positions.
+    row's response ids. The LM heads run only at response positions. The reference's log-probs do not
+    depend on the oracle: with ``reference_cache_dir`` they are computed once per reference and data
+    (:func:`cached_response_logps`) and shared by every oracle scored against them.
     """
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
         raise ConfigError(f"beta = {beta!r}: must be a positive number")
     for model in (oracle, reference):
         model.eval()
-    n = len(dataset)
     places = row_places(dataset)  # each row's line / row and prompt_id in the user's data, for errors
-    prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
-    lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
-    out = {"chosen_scores": [None] * n, "rejected_scores": [None] * n}
-    batches = length_sorted_batches(lengths, batch_size)
-    for batch in progress(batches, desc="scoring tokens", total=len(batches)):
-        seq_prompts = [prompts[i] for i in batch] * 2
-        seq_responses = [chosen[i] for i in batch] + [rejected[i] for i in batch]
-        enc = build_sequences(seq_prompts, seq_responses, pad_id)
-        positions = enc["response_mask"]  # (2b, T-1)
-        diff = token_logps(oracle, enc["input_ids"], enc["attention_mask"], positions) - token_logps(
-            reference, enc["input_ids"], enc["attention_mask"], positions
-        )
-        rewards = beta * diff  # (2b, T-1)
-        for j, i in enumerate(batch):
-            for side, k in (("chosen_scores", j), ("rejected_scores", j + len(batch))):
-                values = rewards[k][positions[k]]
-                if not torch.isfinite(values).all():
-                    t = int((~torch.isfinite(values)).nonzero()[0])
-                    raise DataError(f"{places[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
-                out[side][i] = values.tolist()
+    oracle_logps = response_logps(oracle, dataset, batch_size=batch_size, pad_id=pad_id)
+    reference_logps = cached_response_logps(reference, dataset, batch_size=batch_size, pad_id=pad_id,
+                                            cache_dir=reference_cache_dir)
+    out: dict[str, list] = {}
+    for side, ours, theirs in (("chosen_scores", oracle_logps[0], reference_logps[0]),
+                               ("rejected_scores", oracle_logps[1], reference_logps[1])):
+        out[side] = []
+        for i, (o, r) in enumerate(zip(ours, theirs)):
+            values = beta * (o - r)
+            if not torch.isfinite(values).all():
+                t = int((~torch.isfinite(values)).nonzero()[0])
+                raise DataError(f"{places[i]}: {side}[{t}] is not finite (check the models' weights and inputs)")
+            out[side].append(values.tolist())
     return out
 
 
@@ -126,12 +176,14 @@ def score_dataset(
     cache_dir: str | Path | None = None,
     oracle_tokenizer=None,
     reference_tokenizer=None,
+    reference_cache_dir: str | Path | None = None,
 ) -> Dataset:
     """The tokenised ``dataset`` with ``chosen_scores`` / ``rejected_scores`` added, cached on disk.
 
     With ``cache_dir``, scores are saved to ``cache_dir/<key>`` (written atomically, with a
     ``scores.json`` naming what made them) and reused only when oracle weights, reference weights,
     ``beta`` and token ids are all the same. When tokenizers are given they must be identical.
+    ``reference_cache_dir``: where the reference's log-probs are kept for other oracles (:func:`token_rewards`).
     """
     if oracle_tokenizer is not None and reference_tokenizer is not None:
         check_same_tokenizer(oracle_tokenizer, reference_tokenizer)
@@ -148,7 +200,8 @@ def score_dataset(
         if (target / "scores.json").exists():  # the scores only: rows keep their own place (row, line, prompt_id)
             cached = load_from_disk(str(target / "dataset"))
             return _with_columns(dataset, {column: cached[column] for column in SCORE_COLUMNS})
-    scores = token_rewards(oracle, reference, dataset, beta=beta, batch_size=batch_size, pad_id=pad_id)
+    scores = token_rewards(oracle, reference, dataset, beta=beta, batch_size=batch_size, pad_id=pad_id,
+                           reference_cache_dir=reference_cache_dir)
     scored = _with_columns(dataset, scores)
     if target is not None:
         with staged_dir(target) as tmp:

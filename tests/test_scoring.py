@@ -49,6 +49,25 @@ def test_batch_size_does_not_change_scores(tokenized, model_pair, tokenizer):
             assert x == pytest.approx(y, abs=1e-5)
 
 
+def test_reference_log_probs_are_computed_once_per_reference_and_pairs(tokenized, model_pair, tokenizer, tmp_path,
+                                                                        monkeypatch):
+    """Scoring against a cached reference gives exactly the scores of scoring without a cache; another oracle
+    against the same reference reuses its log-probs; other weights or pairs never do."""
+    oracle, ref = model_pair
+    plain = token_rewards(oracle, ref, tokenized, beta=0.3, batch_size=2, pad_id=tokenizer.pad_token_id)
+    calls = []
+    real = scoring.response_logps
+    monkeypatch.setattr(scoring, "response_logps", lambda model, *a, **k: calls.append(model) or real(model, *a, **k))
+    kwargs = dict(beta=0.3, batch_size=2, pad_id=tokenizer.pad_token_id, reference_cache_dir=tmp_path)
+    assert token_rewards(oracle, ref, tokenized, **kwargs) == plain  # bit for bit
+    assert token_rewards(oracle, ref, tokenized, **kwargs) == plain
+    assert [m is ref for m in calls] == [False, True, False]  # the second call read the reference from the cache
+    token_rewards(ref, oracle, tokenized, **kwargs)  # another reference: computed
+    token_rewards(oracle, ref, tokenized.select([0, 1]), **kwargs)  # other pairs: computed
+    token_rewards(oracle, ref, tokenized, **{**kwargs, "batch_size": 3})  # other batches round otherwise: computed
+    assert len(calls) == 9  # each of the last three computed both models' log-probs
+
+
 def test_cache_reuses_and_invalidates(tokenized, model_pair, tokenizer, tmp_path, monkeypatch):
     calls = []
     real = scoring.token_rewards
