@@ -160,6 +160,10 @@ def run_oracle(config: OracleConfig, callbacks: tuple = ()) -> dict[str, Any]:
         loss=dpo,
         loss_kwargs={"beta": config.beta},
         ref_model=reference,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        precompute_ref_batch_size=config.precompute_ref_batch_size,
+        reference_cache_dir=config.reference_cache_dir,
+        length_buckets=config.length_buckets,
     )
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -195,6 +199,7 @@ def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, or
     scored = score_dataset(
         target_data, oracle, reference, beta=config.beta, batch_size=config.score_batch_size,
         cache_dir=config.score_cache_dir or None, oracle_tokenizer=tokenizer, reference_tokenizer=tokenizer,
+        reference_cache_dir=config.reference_cache_dir or None,
     )
     key = scores_cache_key(oracle, reference, target_data, config.beta)
     with staged_dir(config.run_dir / SCORED) as tmp:

@@ -220,6 +220,10 @@ def run_policy(config: PolicyConfig, callbacks: tuple = ()) -> dict[str, Any]:
         loss=spec,
         loss_kwargs=config.loss_kwargs,
         ref_model=reference,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        precompute_ref_batch_size=config.precompute_ref_batch_size,
+        reference_cache_dir=config.reference_cache_dir,
+        length_buckets=config.length_buckets,
         head_on_used_positions=config.head_on_used_positions,
     )
     started = time.perf_counter()

@@ -7,8 +7,13 @@ checkpoints and resume, logging, DDP / FSDP / DeepSpeed through ``accelerate lau
 1. a batch of B pairs arrives as one (2B, T) tensor, chosen rows first (:func:`sepo.data.collate_pairs`);
 2. per-token log-probs of the policy, (2B, T-1), are computed at the positions the loss uses —
    the offline selection for losses that need one (SePO), every response token otherwise — and,
-   with ``head_on_used_positions``, the LM head runs only there (:func:`used_token_logps`);
-3. the same for the reference model, under ``torch.no_grad()``, when the loss needs one;
+   with ``head_on_used_positions``, the LM head runs only there (:func:`used_token_logps`); with
+   ``length_buckets`` the rows run in groups of similar length, with less padding
+   (:func:`bucketed_token_logps`);
+3. the same for the reference model, under ``torch.no_grad()``, when the loss needs one; with
+   ``precompute_ref_log_probs`` (TRL's option of that name) they are computed once, before training,
+   for every pair of the training and evaluation data (and, with ``reference_cache_dir``, kept for
+   every later run with the same reference and pairs), so no step runs the reference;
 4. the halves become a :class:`sepo.losses.PairLogps`, the registry loss gives per-pair losses,
    and their mean is the step's loss. ``LossOutput.metrics()`` are averaged over each logging window.
 
@@ -39,7 +44,7 @@ from sepo.data import collate_pairs, with_source_rows
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import selective_log_softmax, token_logps
 from sepo.losses import LossSpec, PairLogps
-from sepo.utils import quiet, write_json, write_run_record
+from sepo.utils import add_column, quiet, write_json, write_run_record
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
@@ -77,6 +82,32 @@ def used_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return out
 
 
+def bucketed_token_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor | None,
+                         unwrapped=None, buckets: int = 1) -> torch.Tensor:
+    """:func:`used_token_logps` of a right-padded batch, run as ``buckets`` groups of rows of similar length.
+
+    A batch is padded to its longest row; the mini world's random batches are about half padding. Sorted
+    by length and split into ``buckets`` groups, each group runs cut to its own longest row, and the
+    log-probs land where the whole batch would have put them: the same values up to float rounding
+    (causal attention never reads a right pad), with the padding mostly gone. One backward pass covers
+    every group. ``buckets=1`` is :func:`used_token_logps` itself.
+    """
+    rows = input_ids.shape[0]
+    if buckets <= 1 or rows < 2:
+        return used_token_logps(model, input_ids, attention_mask, positions, unwrapped)
+    lengths = attention_mask.sum(1)  # (2B,)
+    filled = torch.arange(attention_mask.shape[1], device=attention_mask.device)[None] < lengths[:, None]  # (2B, T)
+    if not torch.equal(attention_mask.bool(), filled):
+        raise ValueError("length buckets need right-padded rows (attention mask 1 then 0)")
+    out = torch.zeros((rows, input_ids.shape[1] - 1), dtype=torch.float32, device=input_ids.device)
+    for group in torch.argsort(lengths, stable=True).tensor_split(min(buckets, rows)):
+        width = int(lengths[group].max())
+        part = used_token_logps(model, input_ids[group, :width], attention_mask[group, :width],
+                                None if positions is None else positions[group, : width - 1], unwrapped)  # (g, width-1)
+        out[group, : width - 1] = part
+    return out
+
+
 def split_pairs(tensor: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(2B, ...) -> chosen half (B, ...), rejected half (B, ...)."""
     if tensor is None:
@@ -105,7 +136,8 @@ class PreferenceTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     def __init__(self, *args, loss: LossSpec, loss_kwargs: dict[str, Any] | None = None, ref_model=None,
-                 head_on_used_positions: bool = True, **kwargs):
+                 head_on_used_positions: bool = True, precompute_ref_log_probs: bool = False,
+                 precompute_ref_batch_size: int = 32, reference_cache_dir: str = "", length_buckets: int = 1, **kwargs):
         if loss.needs_reference and ref_model is None:
             raise ConfigError(f"loss {loss.name!r} needs a reference model")
         if not loss.needs_reference and ref_model is not None:
@@ -116,8 +148,11 @@ class PreferenceTrainer(Trainer):
         self.loss = loss
         self.loss_kwargs = dict(loss_kwargs or {})
         self.head_on_used_positions = head_on_used_positions
+        self.length_buckets = length_buckets
         self._window: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
+        if precompute_ref_log_probs and self.ref_model is not None:
+            self._precompute_reference(precompute_ref_batch_size, reference_cache_dir)
 
     def _prepare_reference(self, ref_model):
         """Frozen reference on the training device (sharded like the policy under ZeRO-3 / FSDP)."""
@@ -138,6 +173,44 @@ class PreferenceTrainer(Trainer):
             return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         return ref_model.to(self.args.device)
 
+    def _precompute_reference(self, batch_size: int, cache_dir: str) -> None:
+        """Add each response's reference log-probs to the training (and evaluation) pairs as
+        ``chosen_ref_logps`` / ``rejected_ref_logps``, then drop the reference: steps read them instead.
+
+        They are computed as a step would (:func:`used_token_logps` through the prepared reference), in
+        batches of ``batch_size`` pairs of similar length (:func:`sepo.scoring.response_logps`); every
+        process computes all of them. With ``cache_dir`` (one process, no sharded reference) they are
+        kept there, keyed by the reference's weights, the token ids and the code
+        (:func:`sepo.scoring.cached_response_logps`).
+        """
+        from sepo.scoring import cached_response_logps
+
+        reference, unwrapped, device = self.ref_model, self.accelerator.unwrap_model(self.ref_model), self.args.device
+        head = self.head_on_used_positions
+
+        def logps(input_ids, attention_mask, positions):
+            return used_token_logps(reference, input_ids.to(device), attention_mask.to(device),
+                                    positions.to(device) if head else None, unwrapped).cpu()
+
+        sharded = self.accelerator.num_processes > 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled
+        collator = self.data_collator
+
+        def with_logps(dataset):
+            chosen, rejected = cached_response_logps(
+                unwrapped, dataset, batch_size=batch_size, pad_id=collator.pad_id, logps=logps,
+                cache_dir=None if sharded or not cache_dir else cache_dir, via=f"used_token_logps/head={head}")
+            for name, values in (("chosen_ref_logps", chosen), ("rejected_ref_logps", rejected)):
+                if name in dataset.column_names:
+                    dataset = dataset.remove_columns(name)
+                dataset = add_column(dataset, name, [v.tolist() for v in values])
+            return dataset
+
+        self.train_dataset = with_logps(self.train_dataset)
+        if self.eval_dataset is not None:
+            self.eval_dataset = with_logps(self.eval_dataset)
+        self.data_collator = dataclasses.replace(collator, extra=tuple(collator.extra) + ("ref_logps",))
+        self.ref_model = None  # freed: no step runs it
+
     def loss_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(2B, T-1) bool: the tokens whose log-probs the loss reads."""
         if self.loss.needs_selection:
@@ -148,13 +221,14 @@ class PreferenceTrainer(Trainer):
         """Policy (and reference) log-probs of a collated batch, split into chosen and rejected halves."""
         used = self.loss_positions(batch) if self.head_on_used_positions else None
         unwrapped = self.accelerator.unwrap_model(model)
-        policy = used_token_logps(model, batch["input_ids"], batch["attention_mask"], used, unwrapped)  # (2B, T-1)
-        ref = None
-        if self.ref_model is not None:
+        policy = bucketed_token_logps(model, batch["input_ids"], batch["attention_mask"], used, unwrapped,
+                                      self.length_buckets)  # (2B, T-1)
+        ref = batch.get("ref_logps")  # precomputed (precompute_ref_log_probs), at the response positions
+        if ref is None and self.ref_model is not None:
             with torch.no_grad():
                 ref_used = batch["response_mask"] if self.head_on_used_positions else None
-                ref = used_token_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], ref_used,
-                                       self.accelerator.unwrap_model(self.ref_model))
+                ref = bucketed_token_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], ref_used,
+                                           self.accelerator.unwrap_model(self.ref_model), self.length_buckets)
         chosen_mask, rejected_mask = split_pairs(batch["response_mask"])
         chosen_selected, rejected_selected = split_pairs(batch.get("selected"))
         policy_chosen, policy_rejected = split_pairs(policy)
@@ -219,6 +293,14 @@ class TrainingStageConfig(StageConfig):
     drop_prompt_longer_than: int = help_field(0, help="drop (and count) pairs whose prompt has more tokens than this (0: keep all)")
     drop_response_shorter_than: int = help_field(0, help="drop (and count) pairs with a response of fewer tokens than this (0: keep all)")
     chat_template: str = help_field("", help="Jinja chat template (inline, or a path to a .jinja file) for tokenizers without one")
+    precompute_ref_log_probs: bool = help_field(True, help="compute the reference's log-probs of every pair once, before "
+                                                           "training (TRL's option of that name), instead of a reference "
+                                                           "forward pass at every step of every epoch")
+    precompute_ref_batch_size: int = help_field(32, help="pairs per forward pass when precomputing reference log-probs")
+    reference_cache_dir: str = help_field("", help="keep precomputed reference log-probs here for later runs with the same "
+                                                   "reference weights, pairs and code ('' for none; one process only)")
+    length_buckets: int = help_field(1, help="run each batch as this many groups of rows of similar length, each cut to "
+                                             "its own longest row (less padding; the same loss up to float rounding)")
 
     def validate(self) -> None:
         self._require(bool(self.output_dir), "output_dir", "a run directory is required")
@@ -226,7 +308,8 @@ class TrainingStageConfig(StageConfig):
         self._require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must be in [0, 1)")
         self._require(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs", "must be > 0 unless max_steps > 0")
         self._require(self.max_steps == -1 or self.max_steps > 0, "max_steps", "-1 (use epochs) or > 0")
-        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length", "max_prompt_length"):
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "logging_steps", "max_length", "max_prompt_length",
+                     "precompute_ref_batch_size", "length_buckets"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         for name in ("save_steps", "save_total_limit", "drop_prompt_longer_than", "drop_response_shorter_than"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")

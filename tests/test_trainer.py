@@ -135,3 +135,70 @@ def test_logged_metrics_are_window_averages_and_summary_has_no_wall_clock(tmp_pa
                {"loss": 0.5, "step": 2, "rewards/margins": 0.3, "learning_rate": 1e-3},
                {"train_runtime": 1.2, "train_samples_per_second": 9.0, "train_loss": 0.75, "step": 2}]
     assert train_log_summary(history) == {"train/loss_mean": 0.75, "train/loss": 0.5, "train/rewards/margins": 0.3}
+
+
+def test_precomputed_reference_log_probs_give_the_same_losses_and_are_kept_for_later_runs(tmp_path, tokenizer, batch,
+                                                                                           monkeypatch):
+    """TRL's precompute_ref_log_probs: the reference runs once, before training, and never in a step; every loss
+    that reads it (DPO, Selective-DPO) gets the values a step would compute; the cache serves the next run."""
+    from sepo import scoring
+
+    features, enc = batch
+    data = Dataset.from_list([{k: f[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for f in features])
+    policy = tiny_model("llama", len(tokenizer), seed=4)
+    reference = tiny_model("llama", len(tokenizer), seed=9)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], remove_unused_columns=False,
+                             label_names=[], disable_tqdm=True)
+    computed = []
+    real = scoring.response_logps
+    monkeypatch.setattr(scoring, "response_logps", lambda *a, **k: computed.append(1) or real(*a, **k))
+
+    def trainer(loss, precompute, cache=""):
+        return PreferenceTrainer(model=policy, args=args, train_dataset=data, eval_dataset=data,
+                                 data_collator=PreferenceCollator(tokenizer.pad_token_id), loss=get_loss(loss),
+                                 ref_model=reference, precompute_ref_log_probs=precompute, precompute_ref_batch_size=2,
+                                 reference_cache_dir=cache)
+
+    for loss in ("dpo", "selective_dpo", "ipo"):
+        online, once = trainer(loss, False), trainer(loss, True, str(tmp_path / "cache"))
+        assert once.ref_model is None and online.ref_model is not None
+        assert once.train_dataset.column_names[-2:] == ["chosen_ref_logps", "rejected_ref_logps"]
+        assert "chosen_ref_logps" in once.eval_dataset.column_names
+        batch_in = once.data_collator([dict(row) for row in once.train_dataset])
+        assert batch_in["ref_logps"].shape == enc["response_mask"].shape
+        assert (batch_in["ref_logps"][~enc["response_mask"]] == 0).all()
+        with torch.no_grad():
+            expected = online.compute_loss(policy, enc).item()
+            assert once.compute_loss(policy, batch_in).item() == pytest.approx(expected, abs=1e-5)
+    assert len(computed) == 1  # the train and eval pairs are the same rows: one computation, then the cache
+    changed = tiny_model("llama", len(tokenizer), seed=10)
+    PreferenceTrainer(model=policy, args=args, train_dataset=data, data_collator=PreferenceCollator(tokenizer.pad_token_id),
+                      loss=get_loss("dpo"), ref_model=changed, precompute_ref_log_probs=True, precompute_ref_batch_size=2,
+                      reference_cache_dir=str(tmp_path / "cache"))
+    assert len(computed) == 2  # other reference weights: computed again
+    PreferenceTrainer(model=policy, args=args, train_dataset=data.select([0, 1]),
+                      data_collator=PreferenceCollator(tokenizer.pad_token_id), loss=get_loss("dpo"), ref_model=reference,
+                      precompute_ref_log_probs=True, precompute_ref_batch_size=2, reference_cache_dir=str(tmp_path / "cache"))
+    assert len(computed) == 3  # other pairs: computed again
+
+
+@pytest.mark.parametrize("loss", ["sepo", "dpo"])
+def test_length_buckets_give_the_whole_batchs_loss_and_gradients(tmp_path, tokenizer, batch, loss):
+    """Rows run in groups of similar length, each cut to its own longest row: the loss and every gradient are the
+    whole padded batch's, up to float rounding."""
+    features, enc = batch
+    results = []
+    for buckets in (1, 2, 3, 6):
+        model = tiny_model("llama", len(tokenizer), seed=4)
+        ref = tiny_model("llama", len(tokenizer), seed=9) if loss == "dpo" else None
+        trainer = make_trainer(tmp_path, model, tokenizer, loss, ref_model=ref)
+        trainer.length_buckets = buckets
+        value = trainer.compute_loss(model, enc)
+        value.backward()
+        results.append((value.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])))
+    for value, grads in results[1:]:
+        assert value == pytest.approx(results[0][0], abs=1e-6)
+        assert torch.allclose(grads, results[0][1], atol=1e-6)
+    left = enc["attention_mask"].flip(1)  # left padding cannot be cut from the right
+    with pytest.raises(ValueError, match="right-padded"):
+        trainer_module.bucketed_token_logps(tiny_model("llama", len(tokenizer)), enc["input_ids"], left, None, buckets=2)
