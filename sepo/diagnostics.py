@@ -19,33 +19,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def heldout_logps(model, tokenizer, pairs, *, max_length: int, max_prompt_length: int, batch_size: int = 32) -> dict[str, Any]:
-    """The diagnostics above for ``model`` on ``pairs`` (a TRL-format preference dataset)."""
-    from sepo.data import build_sequences, tokenize_preferences
-    from sepo.logprobs import token_logps
+    """The diagnostics above for ``model`` on ``pairs`` (a TRL-format preference dataset); the response tokens'
+    log-probs come from :func:`sepo.scoring.response_logps` (batches of similar length, the LM head only there)."""
+    from sepo.data import tokenize_preferences
+    from sepo.scoring import response_logps
 
     tokenized, _ = tokenize_preferences(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
     eos = tokenizer.eos_token_id
+    model.eval()
+    chosen, rejected = response_logps(model, tokenized, batch_size=batch_size, pad_id=tokenizer.pad_token_id)
     means: dict[str, list[float]] = {"chosen": [], "rejected": []}
     eos_logps: list[float] = []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(tokenized), batch_size):
-            rows = tokenized.select(range(start, min(start + batch_size, len(tokenized))))
-            for side in ("chosen", "rejected"):
-                responses = rows[f"{side}_ids"]
-                batch = build_sequences(rows["prompt_ids"], responses, tokenizer.pad_token_id)
-                logps = token_logps(model, batch["input_ids"], batch["attention_mask"])
-                for i, ids in enumerate(responses):
-                    values = logps[i][batch["response_mask"][i]].tolist()
-                    ended = ids[-1] == eos  # a response cut at max_length has no EOS to score
-                    text = values[:-1] if ended else values
-                    if text:
-                        means[side].append(float(np.mean(text)))
-                    if ended:
-                        eos_logps.append(values[-1])
+    for side, logps in (("chosen", chosen), ("rejected", rejected)):
+        for ids, row in zip(tokenized[f"{side}_ids"], logps):
+            values = row.tolist()
+            ended = ids[-1] == eos  # a response cut at max_length has no EOS to score
+            text = values[:-1] if ended else values
+            if text:
+                means[side].append(float(np.mean(text)))
+            if ended:
+                eos_logps.append(values[-1])
     return {"chosen_logp": float(np.mean(means["chosen"])), "rejected_logp": float(np.mean(means["rejected"])),
             "eos_logp": float(np.mean(eos_logps)) if eos_logps else float("nan"), "n_pairs": len(tokenized)}
