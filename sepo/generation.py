@@ -13,6 +13,11 @@ The key/value cache lives in buffers allocated once per batch (:class:`Prealloca
 ``DynamicCache``'s ``torch.cat`` of the whole cache at every token and layer; attention reads the same
 values, so the samples are token for token those of ``model.generate`` with its default cache
 (``tests/test_generation.py`` checks it).
+
+Each token is drawn by inverse-CDF sampling (:class:`InverseCdfSampling`), one uniform number per
+sequence, instead of ``torch.multinomial``, which draws one exponential number per vocabulary entry (a
+quarter of a decoding step of the mini world's models on a CPU). Both draw from the same distribution;
+the random stream differs, so the samples differ from ``model.generate``'s own ``do_sample=True``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from sepo.data import tokenize_prompt
@@ -101,6 +107,33 @@ def cache_for(model, capacity: int) -> dict:
     return {"past_key_values": preallocated_cache(capacity)}
 
 
+class InverseCdfSampling(LogitsProcessor):
+    """Draw the next token of every sequence, as the last logits processor of greedy ``generate``.
+
+    The scores (after ``generate``'s own processors, e.g. ``min_new_tokens``) are divided by
+    ``temperature``, cut to the top-``top_p`` nucleus when ``top_p < 1``, and turned into probabilities
+    ``p``; with one uniform number ``u`` in (0, 1] per sequence the token is the first ``i`` with
+    ``sum_{j<=i} p_j >= u``: each token ``i`` is drawn with probability ``p_i``, a token of probability 0
+    never. The scores returned are 0 at the drawn token and -inf elsewhere, so greedy decoding's argmax
+    takes it. Numbers come from torch's global generator (seed it for repeatable draws).
+    """
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0):
+        if not temperature > 0:
+            raise ConfigError(f"temperature = {temperature}: sampling needs a temperature > 0")
+        self.temperature = temperature
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores / self.temperature if self.temperature != 1.0 else scores  # (B, V)
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
+        cdf = scores.softmax(-1).cumsum(-1)  # (B, V)
+        u = (1.0 - torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device)) * cdf[:, -1:]  # (B, 1), in (0, total]
+        drawn = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)  # (B, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, drawn, 0.0)
+
+
 def strip_after_eos(ids: Sequence[int], eos_id: int) -> list[int]:
     """The tokens before the first EOS (all of them if none was sampled)."""
     ids = list(ids)
@@ -133,8 +166,8 @@ def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 
     if eos_id is None:
         raise ConfigError("the tokenizer has no eos_token; generation could never stop")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {
-        "do_sample": False}
+    # greedy decoding; with a temperature, InverseCdfSampling draws each token (samples of a prompt: adjacent rows)
+    sampling = {"logits_processor": LogitsProcessorList([InverseCdfSampling(temperature, top_p)])} if temperature > 0 else {}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -144,13 +177,16 @@ def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 
         starts = range(0, len(prompts), batch_size)
         for start in progress(starts, desc="sampling", total=len(starts)):
             encoded = [tokenize_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
-            input_ids, attention_mask = left_pad(encoded, pad_id)
+            input_ids, attention_mask = left_pad([ids for ids in encoded for _ in range(num_samples if sampling else 1)],
+                                                 pad_id)  # (B * num_samples, T) when sampling
             generated = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                 **cache_for(model, input_ids.shape[1] + max_new_tokens),
-                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None,
-                num_return_sequences=num_samples, eos_token_id=eos_id, pad_token_id=pad_id, **sampling,
-            )  # (B * num_samples, T + new), the samples of one prompt adjacent
+                max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=False,
+                eos_token_id=eos_id, pad_token_id=pad_id, **sampling,
+            )  # (B * num_samples, T + new) when sampling, (B, T + new) greedy
+            if not sampling:
+                generated = generated.repeat_interleave(num_samples, dim=0)
             new_tokens = generated[:, input_ids.shape[1]:].tolist()
             texts = [tokenizer.decode(strip_after_eos(ids, eos_id), skip_special_tokens=True) for ids in new_tokens]
             out.extend(texts[i : i + num_samples] for i in range(0, len(texts), num_samples))

@@ -7,7 +7,10 @@ import torch
 
 from conftest import tiny_llama
 from sepo.errors import ConfigError
-from sepo.generation import PreallocatedLayer, cache_for, left_pad, preallocated_cache, sample_responses, strip_after_eos
+from transformers import LogitsProcessorList
+
+from sepo.generation import (InverseCdfSampling, PreallocatedLayer, cache_for, left_pad, preallocated_cache,
+                             sample_responses, strip_after_eos)
 
 PROMPTS = ["review of the pizza at luigi 's :", "the soup", "i did not like the dessert at all ."]
 
@@ -95,3 +98,39 @@ def test_cache_for_leaves_sliding_window_models_to_generate(model):
     sliding = MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                             num_key_value_heads=2, sliding_window=4)
     assert cache_for(type("M", (), {"config": sliding})(), 8) == {}
+
+
+def test_inverse_cdf_sampling_draws_each_token_with_its_probability():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    scores = probs.log().expand(40000, 4).clone()
+    torch.manual_seed(3)
+    out = InverseCdfSampling()(None, scores)  # (B, V): 0 at the drawn token, -inf elsewhere
+    assert ((out == 0).sum(-1) == 1).all()
+    freq = (out == 0).float().mean(0)
+    assert torch.allclose(freq, probs, atol=0.01) and freq[3] == 0  # a token of probability 0 is never drawn
+    torch.manual_seed(3)
+    hot = (InverseCdfSampling(temperature=0.5)(None, scores) == 0).float().mean(0)  # p^2, renormalised
+    assert torch.allclose(hot, probs ** 2 / (probs ** 2).sum(), atol=0.01)
+    torch.manual_seed(3)
+    nucleus = (InverseCdfSampling(top_p=0.6)(None, scores) == 0).float().mean(0)  # the top tokens holding 0.6
+    assert torch.allclose(nucleus, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.01)
+    with pytest.raises(ConfigError, match="temperature"):
+        InverseCdfSampling(temperature=0.0)
+
+
+def test_sampled_tokens_do_not_depend_on_the_cache_or_the_batch_layout(model, tokenizer):
+    """The sampler's draws follow the rows: the preallocated cache gives the default cache's tokens, and a
+    prompt's samples are the rows after it whatever else is in the batch."""
+    ids, mask = left_pad([[1, 5, 6, 7, 9], [1, 5, 6, 7, 9], [1, 8], [1, 8]], tokenizer.pad_token_id)
+
+    def draw(**cache):
+        torch.manual_seed(11)
+        with torch.inference_mode():
+            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=3, do_sample=False,
+                                  logits_processor=LogitsProcessorList([InverseCdfSampling()]),
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **cache)
+
+    assert torch.equal(draw(past_key_values=preallocated_cache(2)), draw())
+    drawn = draw()[:, ids.shape[1]:]
+    assert (drawn[:, :3] != tokenizer.eos_token_id).all()  # min_new_tokens ran before the draw
+    assert not torch.equal(drawn[0], drawn[1])  # two samples of one prompt differ
