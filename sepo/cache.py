@@ -57,6 +57,7 @@ STAGE_MODULES = {
     "frontier": ("sepo.evaluate", "sepo.world.judge"),
     "carried": ("sepo.transfer", "sepo.data"),
     "diagnostics": ("sepo.diagnostics",),
+    "response_logps": ("sepo.scoring", "sepo.trainer"),  # a reference's log-probs, computed once (sepo.scoring)
 }
 
 
@@ -160,13 +161,40 @@ def _code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], 
     return digest.hexdigest()[:16]
 
 
-def numerics() -> str:
-    """What decides float rounding besides the code: the torch version, the number of threads an operation is
-    split over and the CPU kernel set it dispatches to (``ATEN_CPU_CAPABILITY`` picks another, e.g. ``avx2``,
-    which rounds like another CPU would). The kernel set comes last (:func:`sepo.claims.kernels_label`)."""
+# MKL's conditional-numerical-reproducibility branches (mkl_cbwr.h): the code path its BLAS takes
+_MKL_BRANCHES = {0: "off", 1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
+                 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+@functools.lru_cache(maxsize=None)
+def mkl_branch() -> str:
+    """The code path of the BLAS that torch's CPU matrix products run on (MKL): ``off`` when MKL picks it per
+    CPU at run time, else the branch fixed by ``MKL_CBWR`` (``AUTO`` where MKL cannot honour the one asked for,
+    e.g. on a CPU of another vendor); ``none`` without MKL."""
+    import ctypes
+
     import torch
 
-    return (f"torch {torch.__version__}; threads {torch.get_num_threads()}; "
+    if not torch.backends.mkl.is_available():
+        return "none"
+    torch.ones(2, 2) @ torch.ones(2, 2)  # MKL reads MKL_CBWR when it first runs
+    try:
+        library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        code = library.mkl_serv_cbwr_get(1)  # MKL_CBWR_BRANCH
+    except (OSError, AttributeError):
+        return "unknown"
+    return _MKL_BRANCHES.get(code, str(code))
+
+
+def numerics() -> str:
+    """What decides float rounding besides the code: the torch version, the number of threads an operation is
+    split over, the code path of MKL's matrix products (:func:`mkl_branch`) and the CPU kernel set of torch's
+    other operations (``ATEN_CPU_CAPABILITY`` picks one; another rounds like another CPU would). The
+    reproduction fixes both (:data:`sepo.reproduce.PINNED_KERNELS`). The kernel set comes last
+    (:func:`sepo.claims.kernels_label`)."""
+    import torch
+
+    return (f"torch {torch.__version__}; threads {torch.get_num_threads()}; mkl branch {mkl_branch()}; "
             f"cpu kernels {torch.backends.cpu.get_cpu_capability()}")
 
 

@@ -369,7 +369,7 @@ def claims_record(found: dict[str, tuple[str, dict]]) -> dict[str, Any]:
 
 
 def kernels_label(record: dict) -> str:
-    """``AVX512`` from ``"torch ...; cpu kernels AVX512"``."""
+    """``AVX2`` from ``"torch ...; mkl branch ...; cpu kernels AVX2"``."""
     return record["numerics"].rsplit(" ", 1)[-1]
 
 
@@ -407,7 +407,8 @@ def render(found: dict[str, tuple[str, dict]], others: list[dict] | None = None,
     if others:
         lines += [
             f"Stability: the same reproduction, from an empty cache, ran under the CPU kernel sets {', '.join(labels)}",
-            "(`ATEN_CPU_CAPABILITY`; float rounding differs the way it does between machines). The verdict column is",
+            "(torch's `ATEN_CPU_CAPABILITY`; the reproduction fixes it, and MKL's branch, so that CPUs with and without",
+            "AVX-512 compute alike; another kernel set rounds the way another machine would). The verdict column is",
             "the verdict of every run when they agree and *inconclusive* when they do not; each run's own verdict and",
             "effects are shown beside it.",
             "",
@@ -477,7 +478,7 @@ def write_claims(results: str | Path) -> Path:
 
 
 def add_run(results: str | Path, other_results: str | Path) -> Path:
-    """Record another run's ``claims.json`` (e.g. the reproduction under ``ATEN_CPU_CAPABILITY=avx2``) as
+    """Record another run's ``claims.json`` (e.g. the reproduction under ``ATEN_CPU_CAPABILITY=default``) as
     ``results/stability/<kernels>.json`` and rewrite ``claims.md``; the run must come from the same project files."""
     from sepo.errors import ConfigError
     from sepo.utils import write_json

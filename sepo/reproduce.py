@@ -10,7 +10,8 @@ Notebooks run side by side, ``--workers`` at a time (default: one per CPU core),
 one thread (``threads`` of :class:`sepo.pipeline.ExperimentConfig`): the tiny models of the mini
 world use two cores better as two processes than as two threads of one. They share one cache: a
 run is built once, under a lock, and runs that two notebooks both need are split between them
-(:func:`sepo.cache.share_work`), so every number is the one a single worker would compute.
+(:func:`sepo.cache.share_work`), so every number is the one a single worker would compute. Every kernel
+computes on the same CPU code paths (:data:`PINNED_KERNELS`) on whatever machine it runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from sepo.cache import usage_lines, usage_since
 from sepo.utils import write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The CPU code paths every number of the reproduction is computed on, unless the environment names others
+# (``make stability`` does): torch's own kernels at AVX2 (``ATEN_CPU_CAPABILITY``; a CPU with AVX-512 would
+# otherwise take those, which round differently) and MKL's matrix products on its AVX2 branch (``MKL_CBWR``;
+# MKL otherwise picks a path per CPU model; where it cannot honour AVX2 it keeps one fixed path of its own,
+# recorded as AUTO). Both are in every cache key (:func:`sepo.cache.numerics`).
+PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 # the order in which notebooks are started: the longest first (the main table's learning-rate search, which
 # every later notebook reads, is shared with whichever notebook needs it meanwhile); results keep NOTEBOOKS' order
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and missing:
             raise SystemExit(f"no configs/{args.tier}/<name>.yaml for {missing}: these notebooks run on the mini tier only")
         names = [n for n in names if n not in missing]
+    for name, value in PINNED_KERNELS.items():  # read by torch and MKL in every notebook's kernel, which inherits them
+        os.environ.setdefault(name, value)
     if args.tier != "paper":  # the mini world needs nothing from the Hub; the paper tier may fetch models and data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

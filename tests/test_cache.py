@@ -1,5 +1,6 @@
 """Cache keys know the code: an edit retrains exactly the runs whose code it touches."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,31 @@ def test_another_cpu_kernel_set_is_another_run(monkeypatch):
     here = cache.code_fingerprint("policy", losses=["dpo"])
     monkeypatch.setattr(cache, "numerics", lambda: "torch 2.13.0; cpu kernels AVX2")
     assert cache.code_fingerprint("policy", losses=["dpo"]) != here
+
+
+def test_numerics_name_the_matrix_products_code_path_and_the_kernel_set_last():
+    import subprocess
+    import sys
+
+    code = "from sepo.cache import numerics; print(numerics())"
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY")}
+    free = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    pinned = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert "mkl branch off;" in free and "mkl branch COMPATIBLE;" in pinned  # every CPU has MKL's COMPATIBLE path
+    assert pinned.endswith("cpu kernels DEFAULT") and free != pinned
+
+
+def test_the_reproduction_pins_the_kernels_unless_the_environment_names_others(monkeypatch, tmp_path):
+    from sepo import claims, reproduce
+
+    seen = []
+    monkeypatch.setattr(reproduce, "run_notebooks", lambda *a, **k: seen.append(
+        {name: os.environ.get(name) for name in reproduce.PINNED_KERNELS}) or {})
+    monkeypatch.setattr(claims, "write_claims", lambda results: Path(results) / "claims.md")
+    for name in reproduce.PINNED_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # make stability: another kernel set, asked for
+    reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
+    assert seen == [{"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2"}]
