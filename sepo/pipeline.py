@@ -68,6 +68,9 @@ class ExperimentConfig(StageConfig):
     max_prompt_length: int = help_field(32, help="longest prompt in tokens (oracle and policy training)")
     warmup_ratio: float = help_field(0.1, help="share of policy training steps with a rising learning rate")
     logging_steps: int = help_field(10, help="steps between logged training metrics (oracle and policy)")
+    length_buckets: int = help_field(1, help="oracle and policy training run each batch as this many groups of rows of "
+                                             "similar length, each cut to its own longest row (less padding; the same "
+                                             "loss up to float rounding)")
     score_batch_size: int = help_field(32, help="pairs per batch when the oracle scores tokens")
     eval_prompts: int = help_field(128, help="held-out test prompts evaluated per policy")
     validation_prompts: int = help_field(64, help="held-out validation prompts (after the test prompts) that choose a "
@@ -78,6 +81,9 @@ class ExperimentConfig(StageConfig):
                                                        "unfinished text as if it were finished)")
     policy_lr_grid: tuple[float, ...] = help_field((), help="learning rates searched per method in the main table, chosen by "
                                                             "gold win rate on the validation prompts (empty: policy_lr)")
+    policy_knob_grid: dict = help_field({}, help="second stage of the main table's search: loss name -> {hyper-parameter: "
+                                                 "values} (its beta or gamma), each value tried at the rate the first stage "
+                                                 "chose, with the method's own value among them (empty: the rate only)")
     eval_samples: int = help_field(2, help="samples per prompt")
     snapshot_fractions: tuple[float, ...] = help_field((), help="fractions of a policy run's steps after which a table that "
                                                              "draws a reward-vs-KL frontier saves the weights (denser early)")
@@ -101,7 +107,7 @@ class ExperimentConfig(StageConfig):
             self._require(getattr(self, name) > 0, name, "must be > 0")
         self._require(all(0 < f < 1 for f in self.snapshot_fractions), "snapshot_fractions", "fractions must be in (0, 1)")
         for name in ("batch_size", "oracle_batch_size", "eval_prompts", "eval_samples", "frontier_samples", "max_new_tokens", "max_length", "max_prompt_length",
-                     "logging_steps", "score_batch_size", "eval_batch_size", "threads"):
+                     "logging_steps", "score_batch_size", "eval_batch_size", "threads", "length_buckets"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
         self._require(self.max_prompt_length < self.max_length, "max_prompt_length", "must be < max_length")
         self._require(self.validation_prompts >= 1, "validation_prompts", "must be >= 1")
@@ -109,11 +115,27 @@ class ExperimentConfig(StageConfig):
         self._require(all(lr > 0 for lr in self.policy_lr_grid), "policy_lr_grid", "learning rates must be > 0")
         for name, settings in self.method_settings.items():
             method(name, settings)  # raises a ConfigError naming the method
+        self._check_knob_grid()
         self._require(self.tier in ("mini", "paper"), "tier", "'mini' or 'paper'")
         if self.tier == "paper":
             from sepo.paper_tier import PaperTierConfig
 
             PaperTierConfig.from_dict(self.paper)  # raises a ConfigError naming the parameter
+
+
+    def _check_knob_grid(self) -> None:
+        from sepo.losses import LOSSES
+
+        for loss, knobs in self.policy_knob_grid.items():
+            self._require(loss in LOSSES, "policy_knob_grid", f"{loss!r} is not a registered loss ({sorted(LOSSES)})")
+            self._require(isinstance(knobs, dict) and len(knobs) >= 1, "policy_knob_grid",
+                          f"{loss}: a mapping of hyper-parameter -> values")
+            for name, values in knobs.items():
+                taken = LOSSES[loss].hyperparameters
+                self._require(name in taken, "policy_knob_grid", f"{loss}.{name}: loss {loss!r} takes {sorted(taken)}")
+                self._require(isinstance(values, (list, tuple)) and len(values) >= 1 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values),
+                    "policy_knob_grid", f"{loss}.{name}: a list of positive numbers, got {values!r}")
 
 
 def world_config(name: str):
@@ -281,6 +303,8 @@ class Pipeline:
             num_train_epochs=c.oracle_epochs if epochs is None else epochs, learning_rate=c.oracle_lr,
             per_device_batch_size=c.oracle_batch_size, seed=seed, logging_steps=c.logging_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, score_batch_size=c.score_batch_size,
+            reference_cache_dir=str(self.cache / "reference_logps"),  # the reference's log-probs, shared by its oracles
+            length_buckets=c.length_buckets,
         )
         values.update(self._tier_values("oracle"))
         return cached_run("oracle", OracleConfig, values, self._runner("oracle", run_oracle), self.cache)
@@ -316,10 +340,12 @@ class Pipeline:
             per_device_batch_size=c.batch_size, max_pairs=c.max_pairs, seed=seed,
             logging_steps=save_steps or c.logging_steps, save_steps=save_steps, max_length=c.max_length,
             max_prompt_length=c.max_prompt_length, warmup_ratio=c.warmup_ratio,
-            snapshot_fractions=tuple(c.snapshot_fractions) if snapshots else (),
+            snapshot_fractions=tuple(c.snapshot_fractions) if snapshots else (), length_buckets=c.length_buckets,
         )
         if recipe.needs_selection:
             values.update(selector=recipe.selector, selection_kwargs=dict(recipe.selection_kwargs))
+        if recipe.needs_reference:  # its log-probs of the pairs, computed once and shared by every run against it
+            values["reference_cache_dir"] = str(self.cache / "reference_logps")
         values.update(self._tier_values("policy"))
         return cached_run("policy", PolicyConfig, values, self._runner("policy", run_policy), self.cache)
 

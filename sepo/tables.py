@@ -45,6 +45,7 @@ def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
                                          world=world, reference_path=reference_path, lr=lr, snapshots=True)
     row = {"method": recipe.name, "seed": seed, "lr": pipe.config.policy_lr if lr is None else lr,
+           "setting": setting_label(pipe, recipe),
            **pipe.evaluate(run_dir, seed, size=size, world=world, split=split), **pipe.diagnose(run_dir, size=size)}
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
     row.update(_run(run_dir))
@@ -77,8 +78,7 @@ def oracle_fraction_sweep(pipe: Pipeline, fractions: list[float], k: float = 0.3
     from sepo.analysis import token_agreement
     from sepo.oracle import load_scored
 
-    sepo = pipe.method("SePO")
-    lr = chosen_learning_rate(pipe, sepo) if train_policies else None
+    lr, sepo = chosen_setting(pipe, pipe.method("SePO")) if train_policies else (None, pipe.method("SePO"))
 
     def row_of(seed: int, fraction: float) -> dict:
         oracle_dir, metrics = pipe.oracle(seed, fraction=fraction)
@@ -144,14 +144,23 @@ def token_reward_report(pipe: Pipeline, k: float = 0.3):
 # --------------------------------------------------------------------------------------------
 # Policies (notebooks 04-10)
 # --------------------------------------------------------------------------------------------
+def _best(group, max_cutoff_share: float, tie_order: list[str]):
+    """The row of ``group`` a search chooses: among rows whose validation samples are cut off at most
+    ``max_cutoff_share`` of the time, the highest gold win rate (ties in ``tie_order``); the first row in
+    ``tie_order`` when none is eligible."""
+    eligible = group[group.cutoff_share <= max_cutoff_share]
+    if not len(eligible):
+        return group.sort_values(tie_order).iloc[0]
+    return eligible.sort_values(["win_rate", *tie_order], ascending=[False] + [True] * len(tie_order)).iloc[0]
+
+
 def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
     prompts (never the test prompts). A rate is eligible when at most ``max_cutoff_share`` of its validation
     samples were cut off at the length limit (a policy that stops ending its responses is degenerate); the
     chosen rate is the eligible one with the highest gold win rate (ties: the smaller rate), or the smallest
-    rate when none is eligible. The first seed's test run at the chosen rate is the search's own run. Returns
-    the search frame (with ``eligible`` and ``chosen``) and ``{method: chosen rate}`` (``policy_lr`` for every
-    method when the grid is empty)."""
+    rate when none is eligible. Returns the search frame (with ``eligible`` and ``chosen``) and
+    ``{method: chosen rate}`` (``policy_lr`` for every method when the grid is empty)."""
     grid = pipe.config.policy_lr_grid
     if not grid:
         return _frame([]), {r.name: pipe.config.policy_lr for r in recipes}
@@ -159,28 +168,85 @@ def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
                        for recipe in recipes for lr in grid])
     frame = _frame(rows)
     frame["eligible"] = frame.cutoff_share <= pipe.config.max_cutoff_share
-    chosen = {}
-    for name, group in frame.groupby("method", sort=False):
-        eligible = group[group.eligible]
-        chosen[name] = float(eligible.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0]
-                             if len(eligible) else group.lr.min())
+    chosen = {name: float(_best(group, pipe.config.max_cutoff_share, ["lr"]).lr)
+              for name, group in frame.groupby("method", sort=False)}
     frame["chosen"] = [chosen[m] == lr for m, lr in zip(frame.method, frame.lr)]
     return frame, chosen
 
 
-def chosen_learning_rate(pipe: Pipeline, recipe: Method) -> float:
-    """The learning rate the main table's search chooses for ``recipe`` (its runs are shared through the
-    cache): every notebook trains a method at its own chosen rate, not at one rate for all. Variants of a
-    method (another k, gamma, oracle or policy size) take the rate chosen for the method itself."""
+def searched_knobs(pipe: Pipeline, recipe: Method) -> dict[str, list[float]]:
+    """The hyper-parameters of ``recipe``'s loss that the search's second stage tries (``policy_knob_grid``)."""
+    return {name: list(values) for name, values in pipe.config.policy_knob_grid.get(recipe.loss, {}).items()}
+
+
+def setting_label(pipe: Pipeline, recipe: Method) -> str:
+    """The searched hyper-parameters of a recipe as the tables show them, e.g. ``beta=0.1`` ('' if none)."""
+    values = recipe.hyperparameters()
+    return ", ".join(f"{name}={values[name]:g}" for name in searched_knobs(pipe, recipe))
+
+
+def hyperparameter_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
+    """The main table's search, the same for every method, on the validation prompts with ``seed``.
+
+    Stage 1 (:func:`learning_rate_search`): every rate of ``policy_lr_grid`` at the method's own setting.
+    Stage 2: at the chosen rate, every value of its loss's beta or gamma in ``policy_knob_grid`` (the method's
+    own value is stage 1's run). The chosen setting is the eligible run with the highest validation win rate
+    over both stages' runs at that rate (ties: the method's own value, then the smaller one). Returns the
+    search frame (``stage``, ``setting``, ``eligible``, ``chosen``: one chosen row per method) and
+    ``{method: (rate, recipe with the chosen values)}``."""
+    frame, rates = learning_rate_search(pipe, recipes, oracle_dir, seed)
+    by_name = {recipe.name: recipe for recipe in recipes}
+    if not len(frame):
+        return frame, {name: (rates[name], recipe) for name, recipe in by_name.items()}
+    frame["stage"] = 1
+    frame["setting"] = [setting_label(pipe, by_name[m]) for m in frame.method]
+    frame["own"] = True
+    variants = [(recipe, recipe.with_loss_kwargs(**{knob: value}))
+                for recipe in recipes for knob, values in searched_knobs(pipe, recipe).items()
+                for value in values if value != recipe.hyperparameters()[knob]]
+    second = share_work([lambda r=recipe, v=variant: {**train_and_evaluate(pipe, v, seed, oracle_dir=oracle_dir,
+                                                                           lr=rates[r.name], split="validation"),
+                                                      "method": r.name, "setting": setting_label(pipe, v)}
+                         for recipe, variant in variants])
+    if second:
+        import pandas as pd
+
+        extra = _frame(second)
+        extra["stage"], extra["own"] = 2, False
+        extra["eligible"] = extra.cutoff_share <= pipe.config.max_cutoff_share
+        frame = pd.concat([frame, extra], ignore_index=True)
+    chosen, chosen_rows = {}, set()
+    for name, group in frame.groupby("method", sort=False):
+        at_rate = group[group.lr == rates[name]].assign(not_own=lambda g: ~g.own)
+        row = _best(at_rate, pipe.config.max_cutoff_share, ["not_own", "setting"])
+        chosen_rows.add(row.name)
+        recipe = by_name[name]
+        if not row.own:
+            recipe = next(v for r, v in variants if r.name == name and setting_label(pipe, v) == row.setting)
+        chosen[name] = (rates[name], recipe)
+    frame["chosen"] = [i in chosen_rows for i in frame.index]
+    return frame.drop(columns=["own"]), chosen
+
+
+def chosen_setting(pipe: Pipeline, recipe: Method) -> tuple[float, Method]:
+    """The learning rate and the recipe (with its chosen beta or gamma) that the main table's search chooses
+    for ``recipe`` (its runs are shared through the cache): every notebook trains a method at its own chosen
+    setting. Variants of a method (another k, oracle or policy size) take the setting chosen for the method."""
     seed = pipe.config.seeds[0]
     oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
-    return learning_rate_search(pipe, [recipe], oracle_dir, seed)[1][recipe.name]
+    return hyperparameter_search(pipe, [recipe], oracle_dir, seed)[1][recipe.name]
+
+
+def chosen_learning_rate(pipe: Pipeline, recipe: Method) -> float:
+    """The learning rate of :func:`chosen_setting`."""
+    return chosen_setting(pipe, recipe)[0]
 
 
 def main_table(pipe: Pipeline, methods: list[str], frontier_methods: tuple[str, ...] = ()):
     """Every method from the same SFT model, per seed (C2, R5). Methods that train on token selections
-    use the seed's oracle. With a ``policy_lr_grid`` each method first gets the same learning-rate search
-    (on the first seed, judged on the validation prompts) and every seed then trains at its chosen rate.
+    use the seed's oracle. With a ``policy_lr_grid`` each method first gets the same search of its learning
+    rate and then its beta or gamma (:func:`hyperparameter_search`, on the first seed, judged on the validation
+    prompts) and every seed then trains at its chosen setting.
     The test runs of ``frontier_methods`` are also the reward-vs-KL frontier (their snapshots, R2).
     Returns the table, the claims, the search (empty without a grid) and the frontier points."""
     import pandas as pd
@@ -192,14 +258,15 @@ def main_table(pipe: Pipeline, methods: list[str], frontier_methods: tuple[str, 
 
         raise ConfigError(f"frontier_methods {unknown}: not in methods {methods}")
     sft_path = pipe.sft_path(pipe.config.policy_size)
-    search, chosen = learning_rate_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
+    search, chosen = hyperparameter_search(pipe, recipes, pipe.oracle(pipe.config.seeds[0])[0], pipe.config.seeds[0])
 
     def sft_row(seed: int) -> dict:
         sft = {**pipe.evaluate(sft_path, seed), **pipe.diagnose(sft_path)}
         return {"method": "SFT", "seed": seed, **sft, "train_loss": float("nan"), "run": relative(sft_path), "run_key": "-"}
 
     def method_row(seed: int, recipe: Method):
-        row = train_and_evaluate(pipe, recipe, seed, oracle_dir=pipe.oracle(seed)[0], lr=chosen[recipe.name])
+        lr, tuned = chosen[recipe.name]
+        row = train_and_evaluate(pipe, tuned, seed, oracle_dir=pipe.oracle(seed)[0], lr=lr)
         curve = None
         if recipe.name in frontier_methods:
             curve = pipe.frontier(resolve(row["run"]), recipe.name, seed)
@@ -222,14 +289,13 @@ def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[f
               masses: list[float]):
     """SePO against k (k_w = k_l), k_l alone (k_w = 0.3), gamma, the oracle's beta, and adaptive
     selection by reward mass (C3, R4)."""
-    sepo = pipe.method("SePO")
+    lr, sepo = chosen_setting(pipe, pipe.method("SePO"))  # every variant starts from SePO's chosen setting
     variants = [("k", k, sepo.replace(name=f"SePO k={k}").with_selection_kwargs(k_w=k, k_l=k)) for k in ks]
     variants += [("k_l", k, sepo.replace(name=f"SePO k_l={k}").with_selection_kwargs(k_l=k)) for k in k_ls]
     variants += [("gamma", g, sepo.replace(name=f"SePO gamma={g}").with_loss_kwargs(gamma=g)) for g in gammas]
     variants += [("oracle_beta", b, sepo.replace(name=f"SePO oracle beta={b}")) for b in oracle_betas]
     variants += [("adaptive_mass", m, sepo.replace(name=f"SePO adaptive mass={m}", selector="adaptive", selection_kwargs={"mass": m}))
                  for m in masses]
-    lr = chosen_learning_rate(pipe, sepo)
 
     def row_of(seed: int, parameter: str, value: float, recipe: Method) -> dict:
         oracle_dir, _ = pipe.oracle(seed, beta=value if parameter == "oracle_beta" else None)
@@ -241,8 +307,8 @@ def ablations(pipe: Pipeline, ks: list[float], k_ls: list[float], gammas: list[f
 
 def weak_to_strong(pipe: Pipeline, oracle_sizes: list[str], policy_sizes: list[str]):
     """Every oracle size x policy size, one tokenizer (C4), and each policy size's DPO baseline."""
-    sepo, dpo = pipe.method("SePO"), pipe.method("DPO")
-    lr = {"SePO": chosen_learning_rate(pipe, sepo), "DPO": chosen_learning_rate(pipe, dpo)}  # chosen at policy_size
+    (sepo_lr, sepo), (dpo_lr, dpo) = chosen_setting(pipe, pipe.method("SePO")), chosen_setting(pipe, pipe.method("DPO"))
+    lr = {"SePO": sepo_lr, "DPO": dpo_lr}  # chosen at policy_size
 
     def sepo_row(seed: int, o: str, p: str) -> dict:
         row = train_and_evaluate(pipe, sepo, seed, oracle_dir=pipe.oracle(seed, size=o)[0], size=p, lr=lr["SePO"])
@@ -265,14 +331,17 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
     import pandas as pd
 
     recipes = {name: pipe.method(name) for name in methods}  # an unknown method fails before any training
-    lr = {name: chosen_learning_rate(pipe, recipe) for name, recipe in recipes.items()}  # chosen in distribution
+    settings = {name: chosen_setting(pipe, recipe) for name, recipe in recipes.items()}  # chosen in distribution
+    lr = {name: rate for name, (rate, _) in settings.items()}
+    recipes = {name: recipe for name, (_, recipe) in settings.items()}
     data = pipe.mixed_data_path("id", "ood")
 
     def row_of(seed: int, name: str, recipe: Method):
         oracle_dir = pipe.oracle(seed, data_path=data)[0] if recipe.needs_selection else None  # in-distribution oracle
         run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir if recipe.needs_selection else data,
                                  save_steps=save_steps, epochs=frontier_epochs, lr=lr[name])
-        row = {"method": name, "seed": seed, "lr": lr[name], **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir),
+        row = {"method": name, "seed": seed, "lr": lr[name], "setting": setting_label(pipe, recipe),
+               **pipe.evaluate(run_dir, seed), **pipe.diagnose(run_dir),
                **_run(run_dir)}
         curve = pipe.frontier(run_dir, name, seed)
         curve["run"] = relative(run_dir)
@@ -287,8 +356,8 @@ def ood_and_overoptimization(pipe: Pipeline, methods: list[str], frontier_epochs
 def selective_dpo_references(pipe: Pipeline, strong_size: str, ks: list[float]):
     """Selective-DPO with a weak reference (the policy's own SFT model) and a strong one (a DPO-trained
     larger model), keeping several fractions ``k`` of tokens (the paper keeps the top 40%)."""
-    dpo, sdpo = pipe.method("DPO"), pipe.method("Selective-DPO")
-    lr = {"DPO": chosen_learning_rate(pipe, dpo), "Selective-DPO": chosen_learning_rate(pipe, sdpo)}
+    (dpo_lr, dpo), (sdpo_lr, sdpo) = chosen_setting(pipe, pipe.method("DPO")), chosen_setting(pipe, pipe.method("Selective-DPO"))
+    lr = {"DPO": dpo_lr, "Selective-DPO": sdpo_lr}
 
     def references(seed: int) -> dict[str, str]:
         strong_dir, _ = pipe.policy(dpo, seed, size=strong_size, lr=lr["DPO"], snapshots=True)  # 06's DPO run of this size
@@ -319,8 +388,7 @@ def cross_tokenizer(pipe: Pipeline, k: float = 0.3):
     from sepo.oracle import load_scored
 
     tokenizer_a = AutoTokenizer.from_pretrained(str(pipe.world.tokenizer_path))
-    sepo = pipe.method("SePO")
-    lr = chosen_learning_rate(pipe, sepo)
+    lr, sepo = chosen_setting(pipe, pipe.method("SePO"))
     rows = []
     for seed in pipe.config.seeds:
         same_dir, _ = pipe.oracle(seed)
@@ -345,10 +413,9 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
 
     c = pipe.config
     seed = c.seeds[0]
-    recipe = pipe.method(method_name)
+    lr, recipe = chosen_setting(pipe, pipe.method(method_name))
     oracle_dir = pipe.oracle(seed)[0] if recipe.needs_selection else None
-    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir, lr=chosen_learning_rate(pipe, recipe),
-                             snapshots=True)  # the main table's run of this method and seed
+    run_dir, _ = pipe.policy(recipe, seed, data=oracle_dir, lr=lr, snapshots=True)  # the main table's run of this method and seed
     values = dict(
         model_dir=str(Path(run_dir) / "model"), reference_dir=pipe.sft_path(c.policy_size),
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,

@@ -106,6 +106,33 @@ def test_every_method_gets_the_same_learning_rate_search_on_validation_prompts()
     assert (w2s[w2s.method == "SePO"].lr == chosen["SePO"]).all() and (w2s[w2s.method == "DPO"].lr == chosen["DPO"]).all()
 
 
+def test_the_search_then_tries_each_methods_beta_or_gamma_at_its_chosen_rate():
+    grid = {"dpo": {"beta": [0.03, 0.1, 0.3]}, "sepo": {"gamma": [1.0, 2.5]}}
+    pipe = FakePipeline(seeds=(0, 1), policy_lr_grid=(1e-4, 1e-3), policy_knob_grid=grid)
+    frame, claims, search, curves = tables.main_table(pipe, ["DPO", "SePO", "RRHF"])
+    # stage 1: every rate at the method's own value; stage 2: its other values at the chosen rate (RRHF has none)
+    assert search.groupby("method").stage.apply(lambda x: sorted(x.tolist())).to_dict() == {
+        "DPO": [1, 1, 2, 2], "SePO": [1, 1, 2], "RRHF": [1, 1]}
+    assert (search.groupby("method").chosen.sum() == 1).all()
+    for method, group in search.groupby("method"):
+        first = group[group.stage == 1]
+        rate = first.sort_values(["win_rate", "lr"], ascending=[False, True]).lr.iloc[0]
+        assert (group[group.stage == 2].lr == rate).all()
+        at_rate = group[group.lr == rate]
+        best = at_rate.sort_values("win_rate", ascending=False).iloc[0]
+        assert group[group.chosen].setting.iloc[0] == best.setting
+        rows = frame[frame.method == method]
+        assert (rows.lr == rate).all() and (rows.setting == best.setting).all()  # every seed at the chosen setting
+    assert set(search[search.method == "DPO"].setting) == {"beta=0.03", "beta=0.1", "beta=0.3"}
+    assert set(search[search.method == "RRHF"].setting) == {""}
+    # the other notebooks take the chosen setting too: rate and value
+    rate, recipe = tables.chosen_setting(pipe, pipe.method("DPO"))
+    chosen = search[(search.method == "DPO") & search.chosen].iloc[0]
+    assert rate == chosen.lr and tables.setting_label(pipe, recipe) == chosen.setting
+    w2s, _ = tables.weak_to_strong(pipe, ["small"], ["large"])
+    assert (w2s[w2s.method == "DPO"].setting == chosen.setting).all()
+
+
 def test_the_search_passes_over_rates_whose_policies_stop_ending_their_responses():
     pipe = FakePipeline(seeds=(0,), policy_lr_grid=(3e-5, 1e-4, 3e-4))
     free, chosen_free = tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)
