@@ -1,7 +1,7 @@
 """One stage of the mini-world reproduction, timed, with its FLOPs: how close it runs to the matmul rate.
 
 ``--what`` picks the workload, each run exactly as the reproduction runs it (``sepo.pipeline.Pipeline``
-with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--out-dir``, never the cache):
+with the reproduction's settings, ``configs/mini/base.yaml``), fresh (into ``--out-dir``, never the cache):
 
 * ``world``: builds the cached world (and its SFT models) the other workloads read, untimed: run first, so that
   no timed workload pays for a cold cache;
@@ -12,7 +12,7 @@ with the main table's settings, ``ExperimentConfig`` defaults), fresh (into ``--
   ``sepo`` trains on the scores of the oracle run in ``--oracle-dir``);
 * ``scoring``: token scoring of the train split (``sepo.scoring.token_rewards``, oracle = reference = small SFT);
 * ``sampling``: evaluation sampling (``sepo.generation.sample_responses``: 128 prompts x 2 samples, 48 new
-  tokens, batches of 64 prompts, the medium SFT model).
+  tokens, ``eval_batch_size`` prompts a batch, the medium SFT model).
 
 ``--threads`` sets the workload's torch threads (``ExperimentConfig.threads``; the reproduction uses one per
 process and runs two notebooks side by side on two cores, which ``run.py`` measures by starting two of the
@@ -117,10 +117,12 @@ def flop_counter():
 
 
 def pipeline(world: str, out_dir: Path, threads: int):
-    """The reproduction's pipeline over the cached world, writing its runs under ``out_dir``."""
+    """The reproduction's pipeline over the cached world, with the reproduction's settings
+    (``configs/mini/base.yaml``), writing its runs under ``out_dir``."""
     from sepo.pipeline import ExperimentConfig, Pipeline
 
-    p = Pipeline(ExperimentConfig(world=world, cache_dir=str(ROOT / "cache"), threads=threads))
+    p = Pipeline(ExperimentConfig.from_yaml(ROOT / "configs" / "mini" / "base.yaml", world=world, cache_dir=str(ROOT / "cache"),
+                                            threads=threads))
     p.cache = out_dir  # the world stays the cached one; every stage run is fresh
     return p
 
@@ -169,7 +171,7 @@ def workload(args, p, out_dir: Path):
 
         def run():
             out = sample_responses(model, tokenizer, prompts, num_samples=p.config.eval_samples,
-                                   max_new_tokens=p.config.max_new_tokens, seed=0, batch_size=64)
+                                   max_new_tokens=p.config.max_new_tokens, seed=0, batch_size=p.config.eval_batch_size)
             return {"sampled_tokens": sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for r in out for t in r)}
         return run
     raise SystemExit(f"unknown --what {args.what!r}")
