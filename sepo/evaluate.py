@@ -452,20 +452,24 @@ def sample_lengths(tokenizer, responses: Sequence[str], max_new_tokens: int) -> 
 @torch.inference_mode()
 def sequence_log_ratios(policy, reference, tokenizer, prompts: Sequence[str], responses: Sequence[str], *,
                         max_new_tokens: int | None = None, batch_size: int = 16) -> list[float]:
-    """``sum_t [log pi(y_t) - log ref(y_t)]`` over each response's tokens (one value per pair)."""
+    """``sum_t [log pi(y_t) - log ref(y_t)]`` over each response's tokens (one value per pair, in order); pairs
+    run in batches of similar length (:func:`sepo.scoring.length_sorted_batches`)."""
+    from sepo.scoring import length_sorted_batches
+
     if len(prompts) != len(responses):
         raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
-        response_ids = [_response_ids(tokenizer, r, max_new_tokens) for r in responses[start : start + batch_size]]
-        batch = build_sequences(prompt_ids, response_ids, pad_id)
-        device = next(policy.parameters()).device
+    prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts]
+    response_ids = [_response_ids(tokenizer, r, max_new_tokens) for r in responses]
+    device = next(policy.parameters()).device
+    out: list[float] = [0.0] * len(prompts)
+    for group in length_sorted_batches([len(p) + len(r) for p, r in zip(prompt_ids, response_ids)], batch_size):
+        batch = build_sequences([prompt_ids[i] for i in group], [response_ids[i] for i in group], pad_id)
         mask = batch["response_mask"].to(device)  # (B, T-1): positions scoring response tokens
         args = (batch["input_ids"].to(device), batch["attention_mask"].to(device), mask)
         ratio = token_logps(policy, *args) - token_logps(reference, *args)  # (B, T-1), zero off the mask
-        out.extend((ratio * mask).sum(-1).tolist())
+        for i, value in zip(group, (ratio * mask).sum(-1).tolist()):
+            out[i] = value
     return out
 
 

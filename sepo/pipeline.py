@@ -90,9 +90,10 @@ class ExperimentConfig(StageConfig):
     frontier_samples: int = help_field(1, help="samples per test prompt at each frontier point (gold reward and KL)")
     eval_batch_size: int = help_field(64, help="prompts per sampling batch in evaluations")
     max_new_tokens: int = help_field(48, help="longest sampled response")
-    threads: int = help_field(1, help="torch threads per process (mini tier): one, so that no number depends on the machine's "
-                                      "core count (an operation split over more threads sums in another order); the "
-                                      "reproduction runs notebooks side by side instead (python -m sepo.reproduce --workers)")
+    threads: int = help_field(1, help="torch threads per process (set when the pipeline is built, at either tier): one, "
+                                      "so that no number depends on the machine's core count (an operation split over "
+                                      "more threads sums in another order); the reproduction runs notebooks side by "
+                                      "side instead (python -m sepo.reproduce --workers)")
     tier: str = help_field("mini", help="'mini': the mini world (this package's reproduction); 'paper': the paper's "
                                         "models, data and LLM judges, set in `paper` (sepo.paper_tier)")
     paper: dict = help_field({}, help="the paper tier's models, data, judges and training settings "
@@ -212,8 +213,11 @@ class Pipeline:
         from sepo.cache import exclusive, log_usage
         from sepo.world.build import build_world, world_dir, world_exists
 
+        import torch
+
         self.config = config
         self.cache = resolve(config.cache_dir)
+        torch.set_num_threads(config.threads)  # before any key is made: cache keys name the thread count
         if config.tier == "paper":
             from sepo.paper_tier import PaperWorld
 
@@ -221,9 +225,6 @@ class Pipeline:
             self.derived = self.world.root / "derived"
             self.derived.mkdir(parents=True, exist_ok=True)
             return
-        import torch
-
-        torch.set_num_threads(config.threads)  # before any key is made: cache keys name the thread count
         world = world_config(config.world)
         existed = world_exists(world, self.cache / "world")
         with exclusive(self.cache / "world" / ".locks" / f"{world_dir(world, self.cache / 'world').name}.lock"):

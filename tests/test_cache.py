@@ -126,9 +126,17 @@ def test_the_reproduction_pins_the_kernels_unless_the_environment_names_others(m
     monkeypatch.setattr(reproduce, "run_notebooks", lambda *a, **k: seen.append(
         {name: os.environ.get(name) for name in reproduce.PINNED_KERNELS}) or {})
     monkeypatch.setattr(claims, "write_claims", lambda results: Path(results) / "claims.md")
-    for name in reproduce.PINNED_KERNELS:
-        monkeypatch.delenv(name, raising=False)
-    reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # make stability: another kernel set, asked for
-    reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
+    names = (*reproduce.PINNED_KERNELS, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # what main sets
+    saved = {name: os.environ.pop(name, None) for name in names}
+    try:  # main sets them in this process's environment: put them back as they were for the tests after this one
+        reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ["ATEN_CPU_CAPABILITY"] = "default"  # make stability: another kernel set, asked for
+        reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
     assert seen == [{"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2"}]
