@@ -246,6 +246,32 @@ class SFTCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+class SFTTrainer(Trainer):
+    """``transformers.Trainer`` whose steps can run a batch as ``length_buckets`` groups of rows of similar length.
+
+    Each group is cut to its own longest row and gets the loss of its tokens summed over the whole batch's
+    count (``num_items_in_batch``, as the trainer gives it): the groups' losses add up to the batch's loss, up
+    to float rounding, with most of the padding gone. Without that count (a model whose loss takes no
+    ``num_items_in_batch``) the batch runs whole.
+    """
+
+    def __init__(self, *args, length_buckets: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.length_buckets = length_buckets
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rows = inputs["input_ids"].shape[0]
+        if self.length_buckets <= 1 or return_outputs or num_items_in_batch is None or rows < 2:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        lengths = inputs["attention_mask"].sum(1)  # right-padded rows (SFTCollator)
+        total = 0.0
+        for group in torch.argsort(lengths, stable=True).tensor_split(min(self.length_buckets, rows)):
+            width = int(lengths[group].max())
+            part = {name: value[group, :width] for name, value in inputs.items()}
+            total = total + super().compute_loss(model, part, num_items_in_batch=num_items_in_batch)
+        return total
+
+
 def _initial_model(config: SFTConfig, tokenizer):
     if config.model_path:
         return load_causal_lm(config.model_path, "model_path", config.bf16)
@@ -264,9 +290,9 @@ def run_sft(config: SFTConfig, callbacks: tuple = ()) -> dict[str, Any]:
                                config.chat_template)
     data, metrics = tokenize_sft(load_preferences(config.data_path, config.split), tokenizer, config)
     model = _initial_model(config, tokenizer)
-    trainer = Trainer(model=model, args=training_arguments(config), train_dataset=data,
-                      data_collator=SFTCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=list(callbacks))
+    trainer = SFTTrainer(model=model, args=training_arguments(config), train_dataset=data,
+                         data_collator=SFTCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                         callbacks=list(callbacks), length_buckets=config.length_buckets)
     if quiet():
         from transformers import PrinterCallback
 

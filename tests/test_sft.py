@@ -153,3 +153,33 @@ def test_paper_sft_config_makes_the_reference_model_from_ultrachat():
     assert cfg.chat_template.endswith(".jinja") and cfg.bf16 and cfg.num_train_epochs == 1
     assert cfg.per_device_batch_size * cfg.gradient_accumulation_steps * 8 == 128
     assert cfg.output_dir == "runs/paper/sft-tinyllama-1.1b"  # the TinyLlama oracle and policies start from its model/
+
+
+def test_length_buckets_give_the_batchs_loss_and_the_same_training(paths, tokenizer):
+    """Rows of similar length run together, each group cut to its longest row: the same loss, and a run that
+    trains the same weights up to float rounding."""
+    import torch
+    from transformers import TrainingArguments
+
+    from sepo.sft import SFTCollator, SFTTrainer
+    from sepo.world.models import make_model
+
+    data, _ = tokenize_sft(Dataset.from_dict({"prompt": [p for p, _ in ROWS[:6]] + ["a much longer prompt about the pasta :"],
+                                              "completion": [c for _, c in ROWS[:6]] + ["it was good , very good ."]}),
+                           tokenizer, config(paths, "unused"))
+    batch = SFTCollator(tokenizer.pad_token_id)([dict(row) for row in data])
+    count = int((batch["labels"][:, 1:] != IGNORE).sum())
+    args = TrainingArguments(output_dir=str(paths / "buckets"), use_cpu=True, report_to=[], disable_tqdm=True)
+    losses, grads = [], []
+    for buckets in (1, 2, 3):
+        model = make_model("small", tokenizer, seed=0, max_positions=64)
+        trainer = SFTTrainer(model=model, args=args, length_buckets=buckets)
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(count))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6) and losses[2] == pytest.approx(losses[0], abs=1e-6)
+    assert torch.allclose(grads[1], grads[0], atol=1e-6) and torch.allclose(grads[2], grads[0], atol=1e-6)
+    whole = run_sft(config(paths, "whole", max_steps=6, logging_steps=3))
+    bucketed = run_sft(config(paths, "bucketed", max_steps=6, logging_steps=3, length_buckets=2))
+    assert bucketed["train/loss_mean"] == pytest.approx(whole["train/loss_mean"], rel=1e-4)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
 
 from sepo.config import StageConfig, help_field
@@ -86,6 +87,11 @@ class WorldConfig(StageConfig):
     max_new_tokens: int = help_field(64, help="longest sampled response in tokens")
     sample_temperature: float = help_field(1.0, help="temperature of the SFT samples that form pairs")
     sample_batch_size: int = help_field(256, help="prompts per generation batch (large batches amortise per-step overhead)")
+    sft_length_buckets: int = help_field(1, help="SFT batches run as this many groups of rows of similar length "
+                                                 "(less padding; the same loss up to float rounding)")
+    threads: int = help_field(2, help="torch threads while the world is built (everything else waits for the world, so "
+                                      "one thread would leave the other cores idle); a fixed count, so that the "
+                                      "world's numbers do not depend on the machine's core count")
     bt_temperature: float = help_field(0.2, help="Bradley-Terry temperature of the gold preference (> 0)")
     judge_off_subject_penalty: float = help_field(0.5, help="GoldJudge.off_subject_penalty")
     judge_repeat_weight: float = help_field(2.0, help="GoldJudge.repeat_weight")
@@ -128,7 +134,7 @@ class WorldConfig(StageConfig):
             self._require(len(set(getattr(self, name))) == len(getattr(self, name)), name, "sizes must be distinct")
         self._require(len(self.sizes) >= 1, "sizes", "at least one size")
         self._require(self.policy_size in self.sizes, "policy_size", f"must be one of sizes = {list(self.sizes)}")
-        for name in ("sft_steps", "sft_batch_size", "max_new_tokens", "sample_batch_size"):
+        for name in ("sft_steps", "sft_batch_size", "max_new_tokens", "sample_batch_size", "sft_length_buckets", "threads"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1 (a response cannot have zero length)")
         self._require(self.sft_learning_rate > 0, "sft_learning_rate", "must be > 0")
         self._require(0.0 <= self.sft_warmup_ratio < 1.0, "sft_warmup_ratio", "must be in [0, 1)")
@@ -247,8 +253,13 @@ def build_world(config: WorldConfig, root: str | Path = "cache/world") -> World:
     if (final / DONE).exists():
         return World(final, config)
     started = time.perf_counter()
+    threads = torch.get_num_threads()
     with staged_dir(final) as tmp:
-        metrics = _build(config, tmp)
+        try:
+            torch.set_num_threads(config.threads)
+            metrics = _build(config, tmp)
+        finally:
+            torch.set_num_threads(threads)
         metrics["timing/total_seconds"] = time.perf_counter() - started
         write_run_record(tmp, config, metrics)
         write_json(tmp / DONE, {"fingerprint": config.fingerprint(), "key": final.name})
@@ -287,7 +298,7 @@ def _train_sft(config: WorldConfig, tokenizer_dir: Path, data_dir: Path, size: s
         seed=config.seed, max_steps=config.sft_steps, per_device_batch_size=config.sft_batch_size,
         learning_rate=config.sft_learning_rate, warmup_ratio=config.sft_warmup_ratio,
         max_length=config.max_length, max_prompt_length=config.max_length // 2, max_positions=config.max_length,
-        logging_steps=max(1, config.sft_steps // 10),
+        logging_steps=max(1, config.sft_steps // 10), length_buckets=config.sft_length_buckets,
     )
     return run_sft(sft_config)
 
