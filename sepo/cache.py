@@ -89,9 +89,16 @@ def _imports(module: str, root: Path) -> set[str]:
     path = _module_path(module, root)
     if path is None:
         return set()
+    return {m for m in _imported_names(module, _stamp(path)) if m.startswith("sepo") and _module_path(m, root) is not None}
+
+
+@functools.lru_cache(maxsize=None)
+def _imported_names(module: str, stamp: tuple[str, int, int]) -> frozenset[str]:
+    """Every module name ``module``'s source imports, read again whenever the file changes (``stamp``)."""
+    path = Path(stamp[0])
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(_parsed(_stamp(path))[1]):
+    for node in ast.walk(_parsed(stamp)[1]):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -101,7 +108,7 @@ def _imports(module: str, root: Path) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # "from sepo import stats"
-    return {m for m in found if m.startswith("sepo") and _module_path(m, root) is not None}
+    return frozenset(found)
 
 
 def module_closure(modules: Iterable[str], root: Path = PACKAGE) -> list[str]:

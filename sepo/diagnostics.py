@@ -22,12 +22,14 @@ import numpy as np
 
 
 def heldout_logps(model, tokenizer, pairs, *, max_length: int, max_prompt_length: int, batch_size: int = 32) -> dict[str, Any]:
-    """The diagnostics above for ``model`` on ``pairs`` (a TRL-format preference dataset); the response tokens'
-    log-probs come from :func:`sepo.scoring.response_logps` (batches of similar length, the LM head only there)."""
+    """The diagnostics above for ``model`` on ``pairs`` (a TRL-format preference dataset, or one that
+    :func:`sepo.data.tokenize_preferences` already tokenised with ``tokenizer``); the response tokens' log-probs
+    come from :func:`sepo.scoring.response_logps` (batches of similar length, the LM head only there)."""
     from sepo.data import tokenize_preferences
     from sepo.scoring import response_logps
 
-    tokenized, _ = tokenize_preferences(pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    tokenized = pairs if "prompt_ids" in pairs.column_names else tokenize_preferences(
+        pairs, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)[0]
     eos = tokenizer.eos_token_id
     model.eval()
     chosen, rejected = response_logps(model, tokenized, batch_size=batch_size, pad_id=tokenizer.pad_token_id)

@@ -185,18 +185,22 @@ def _trace_frontier(pipe: "Pipeline", run_dir, label: str, seed: int, size: str 
     from sepo.trainer import load_causal_lm, load_tokenizer, snapshot_steps
     from sepo.utils import write_text
 
+    import pandas as pd
+
     c = pipe.config
     sft = pipe.sft_path(size or c.policy_size)
     checkpoints = [(int(p.name.split("-")[1]), p) for p in Path(run_dir).glob("checkpoints/checkpoint-*")]
     saved = sorted(dict(snapshot_steps(run_dir) + checkpoints).items())
-    points = [(label, 0, sft)] + [(label, step, str(path)) for step, path in saved]
+    points = [(label, step, str(path)) for step, path in saved]
     final_step = json.loads((Path(run_dir) / "metrics.json").read_text()).get("train/global_step")
     if not saved or saved[-1][0] != final_step:  # a checkpoint at the last step already holds the final weights
         points.append((label, -1, str(Path(run_dir) / "model")))
-    prompts = pipe.eval_prompts(world)
-    frame = reward_kl_frontier(points, load_causal_lm(sft, "sft").eval(), load_tokenizer(sft, "sft"), prompts,
-                               pipe.world.judge, num_samples=c.frontier_samples, max_new_tokens=c.max_new_tokens,
-                               seed=seed, batch_size=c.eval_batch_size)
+    reference = load_causal_lm(sft, "sft").eval()
+    frame = reward_kl_frontier(points, reference, load_tokenizer(sft, "sft"), pipe.eval_prompts(world), pipe.world.judge,
+                               num_samples=c.frontier_samples, max_new_tokens=c.max_new_tokens, seed=seed,
+                               batch_size=c.eval_batch_size)
+    start = {**pipe.frontier_start(sft, seed, world), "method": label}  # step 0, the SFT model: every run of it shares it
+    frame = pd.concat([pd.DataFrame([start], columns=frame.columns), frame], ignore_index=True)
     frame["seed"] = seed
     write_text(out, frame.to_csv(index=False))
 
@@ -217,6 +221,7 @@ class Pipeline:
 
         self.config = config
         self.cache = resolve(config.cache_dir)
+        self._heldout_pairs: dict = {}  # (world, tokenizer vocabulary) -> tokenised held-out pairs
         torch.set_num_threads(config.threads)  # before any key is made: cache keys name the thread count
         if config.tier == "paper":
             from sepo.paper_tier import PaperWorld
@@ -419,6 +424,30 @@ class Pipeline:
                     _trace_frontier(self, run_dir, label, seed, size, world, out)
         return pd.read_csv(out)
 
+    def frontier_start(self, sft: str, seed: int, world: str = "id") -> dict:
+        """The first point of every frontier from the SFT model ``sft`` (step 0: the model itself, KL 0), drawn
+        once per seed and world with the frontier's sampling settings and kept under the world's derived files."""
+        import hashlib
+
+        from sepo.cache import cache_key
+        from sepo.evaluate import reward_kl_frontier
+        from sepo.trainer import load_causal_lm, load_tokenizer
+        from sepo.utils import write_json
+
+        c = self.config
+        what = json.dumps([str(Path(sft).resolve()), world, seed, c.eval_prompts, c.frontier_samples, c.max_new_tokens,
+                           c.eval_batch_size])
+        path = self.derived / "frontier_start" / f"{cache_key(hashlib.sha256(what.encode()).hexdigest(), code_fingerprint('frontier'))}.json"
+        if not path.exists():
+            with _building(path):
+                if not path.exists():
+                    reference = load_causal_lm(sft, "sft").eval()
+                    frame = reward_kl_frontier([("SFT", 0, reference)], reference, load_tokenizer(sft, "sft"),
+                                               self.eval_prompts(world), self.world.judge, num_samples=c.frontier_samples,
+                                               max_new_tokens=c.max_new_tokens, seed=seed, batch_size=c.eval_batch_size)
+                    write_json(path, frame.drop(columns=["method"]).iloc[0].to_dict())
+        return json.loads(path.read_text())
+
     def diagnose(self, model_dir: str | Path, size: str | None = None, world: str = "id") -> dict[str, float]:
         """Held-out likelihoods of a model (:mod:`sepo.diagnostics`) and their change from the SFT model of
         ``size``: ``chosen_logp``, ``rejected_logp``, ``eos_logp`` and ``d_<each>`` (model minus SFT)."""
@@ -450,9 +479,15 @@ class Pipeline:
         from sepo.utils import write_json
 
         c = self.config
-        pairs = load_from_disk(self.data_path(world))["eval"]
-        result = heldout_logps(load_causal_lm(model_path, "model"),
-                               load_tokenizer(model_path, "model", getattr(self.world, "chat_template", "")), pairs,
+        tokenizer = load_tokenizer(model_path, "model", getattr(self.world, "chat_template", ""))
+        vocabulary = json.dumps(tokenizer.get_vocab(), sort_keys=True)  # the same pairs tokenised once per tokenizer
+        if (world, vocabulary) not in self._heldout_pairs:
+            from sepo.data import tokenize_preferences
+
+            pairs = load_from_disk(self.data_path(world))["eval"]
+            self._heldout_pairs[world, vocabulary] = tokenize_preferences(
+                pairs, tokenizer, max_length=c.max_length, max_prompt_length=c.max_prompt_length)[0]
+        result = heldout_logps(load_causal_lm(model_path, "model"), tokenizer, self._heldout_pairs[world, vocabulary],
                                max_length=c.max_length, max_prompt_length=c.max_prompt_length)
         write_json(path, result)
 

@@ -39,14 +39,15 @@ def train_and_evaluate(pipe: Pipeline, recipe: Method, seed: int, *, oracle_dir=
                        lr: float | None = None, split: str = "test") -> dict:
     """One policy run and its evaluation on the ``split`` prompts, as a table row. A method that trains on
     token selections reads ``oracle_dir``'s scores; the others train on ``data`` (default: the world's pairs).
-    ``lr``: the policy's learning rate (default ``policy_lr``); the row records it. Every run keeps the
+    ``lr``: the policy's learning rate (default ``policy_lr``); the row records it. Held-out diagnostics are
+    measured for test rows (a search's validation rows choose by win rate and cut-off share). Every run keeps the
     experiment's snapshots, so a run two tables share (the main table's SePO at a seed, and the ablation's
     k = 0.3) is one run, and any run can be drawn on a reward-vs-KL frontier."""
     run_dir, train_metrics = pipe.policy(recipe, seed, size=size, data=oracle_dir if recipe.needs_selection else data,
                                          world=world, reference_path=reference_path, lr=lr, snapshots=True)
     row = {"method": recipe.name, "seed": seed, "lr": pipe.config.policy_lr if lr is None else lr,
-           "setting": setting_label(pipe, recipe),
-           **pipe.evaluate(run_dir, seed, size=size, world=world, split=split), **pipe.diagnose(run_dir, size=size)}
+           "setting": setting_label(pipe, recipe), **pipe.evaluate(run_dir, seed, size=size, world=world, split=split),
+           **(pipe.diagnose(run_dir, size=size) if split == "test" else {})}  # a search run's own test row has them
     row["train_loss"] = train_metrics.get("train/loss", float("nan"))
     row.update(_run(run_dir))
     if recipe.needs_selection and oracle_dir is not None:

@@ -153,6 +153,11 @@ class PreferenceTrainer(Trainer):
         self.ref_model = None if ref_model is None else self._prepare_reference(ref_model)
         if precompute_ref_log_probs and self.ref_model is not None:
             self._precompute_reference(precompute_ref_batch_size, reference_cache_dir)
+        # rows as Python lists: the data loader reads one row at a time, and an Arrow row is slow to read
+        # (the sampler only needs the length, so the batches are the same)
+        for name in ("train_dataset", "eval_dataset"):
+            if isinstance(getattr(self, name), Dataset):
+                setattr(self, name, getattr(self, name).to_list())
 
     def _prepare_reference(self, ref_model):
         """Frozen reference on the training device (sharded like the policy under ZeRO-3 / FSDP)."""

@@ -143,12 +143,16 @@ def test_frontier_points_are_the_sft_model_every_checkpoint_and_the_final_model_
     monkeypatch.setattr("sepo.evaluate.reward_kl_frontier", fake_frontier)
     monkeypatch.setattr("sepo.trainer.load_causal_lm", lambda path, field: types.SimpleNamespace(eval=lambda: None))
     monkeypatch.setattr("sepo.trainer.load_tokenizer", lambda path, field: None)
+    starts = []
     pipe = types.SimpleNamespace(config=ExperimentConfig(), sft_path=lambda size: "sft", eval_prompts=lambda world: ["p"],
+                                 frontier_start=lambda sft, seed, world: starts.append(sft) or {"step": 0},
                                  world=types.SimpleNamespace(eval_prompts=lambda world: ["p"], judge=object()))  # a gold judge
-    Pipeline.frontier(pipe, run, "DPO", seed=0)
-    # a checkpoint at the last step already holds the final weights: they are evaluated once
-    assert [p[1] for p in seen["points"]] == expected
-    assert seen["points"][0][2] == "sft" and seen["points"][-1][2].endswith("model" if expected[-1] == -1 else "checkpoint-96")
+    frame = Pipeline.frontier(pipe, run, "DPO", seed=0)
+    # the SFT model's point is drawn once for every run that starts from it; a checkpoint at the last step already
+    # holds the final weights: they are evaluated once
+    assert starts == ["sft"] and frame.step.tolist() == expected and (frame.method == "DPO").all()
+    assert [p[1] for p in seen["points"]] == expected[1:]
+    assert seen["points"][-1][2].endswith("model" if expected[-1] == -1 else "checkpoint-96")
 
 
 def test_markdown_tables_show_small_numbers_in_scientific_notation():
