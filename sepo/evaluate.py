@@ -439,14 +439,32 @@ def _response_ids(tokenizer, response: str, max_new_tokens: int | None) -> list[
     return ids
 
 
+def cut_off(tokenizer, response: str, max_new_tokens: int) -> bool:
+    """Whether a sampled response hit ``max_new_tokens`` without sampling EOS (as :func:`estimate_kl` reads it)."""
+    return len(_response_ids(tokenizer, response, None)) - 1 >= max_new_tokens
+
+
 def sample_lengths(tokenizer, responses: Sequence[str], max_new_tokens: int) -> dict[str, float]:
     """Mean length in tokens of sampled responses (EOS not counted) and the share that hit ``max_new_tokens``
-    without sampling EOS (cut off), counted as :func:`estimate_kl` reads them."""
+    without sampling EOS (cut off, :func:`cut_off`)."""
     lengths = [len(_response_ids(tokenizer, r, None)) - 1 for r in responses]
     if not lengths:
         return {"mean_tokens": float("nan"), "cutoff_share": float("nan"), "n": 0}
     return {"mean_tokens": float(np.mean(lengths)),
             "cutoff_share": float(np.mean([n >= max_new_tokens for n in lengths])), "n": len(lengths)}
+
+
+def cut_off_loses(annotations: Sequence[dict], tokenizer, max_new_tokens: int) -> list[dict]:
+    """Annotations in which a cut-off output (:func:`cut_off`) loses to a finished one: ``preference`` 1 when only
+    ``output_2`` was cut off, 2 when only ``output_1`` was; the judge's own verdict stays as ``judge_preference`` and
+    each side's state as ``output_1_cut_off`` / ``output_2_cut_off``."""
+    out = []
+    for row in annotations:
+        cut_1, cut_2 = (cut_off(tokenizer, row[f"output_{i}"], max_new_tokens) for i in (1, 2))
+        preference = 1 if cut_2 and not cut_1 else 2 if cut_1 and not cut_2 else row["preference"]
+        out.append({**row, "preference": preference, "judge_preference": row["preference"],
+                    "output_1_cut_off": cut_1, "output_2_cut_off": cut_2})
+    return out
 
 
 @torch.inference_mode()
@@ -706,6 +724,10 @@ class EvalConfig(StageConfig):
     base_url: str = help_field("", help="OpenAI-compatible API base URL for LLM judges ('' : OpenAI)")
     api_key_env: str = help_field("OPENAI_API_KEY", help="environment variable holding the LLM judge's API key")
     estimate_kl: bool = help_field(True, help="estimate KL(policy || reference) on the eval prompts")
+    cutoff_loses: bool = help_field(False, help="a sample cut off at max_new_tokens (it never ended) loses to a finished "
+                                               "one, whatever the judge says of their text (for a judge that reads the "
+                                               "text alone, like the mini world's gold reward); two cut-off samples are "
+                                               "judged as usual")
     chat_template: bool = help_field(False, help="send each instruction as a user message through the tokenizer's "
                                                "chat template (as the policy saw its training prompts)")
     device: str = help_field("cpu", help="device of the policy and reference while sampling and scoring ('cuda', 'cuda:1', ...)")
@@ -897,6 +919,8 @@ def run_evaluate(config: EvalConfig, *, gold=None, client=None) -> dict[str, Any
             opponents["baseline"] = pair_with_baseline(policy_rows, baseline_rows)
         for opponent, pairs in opponents.items():
             annotations[f"vs_{opponent}"] = annotate_pairs(judge, pairs)
+            if config.cutoff_loses:
+                annotations[f"vs_{opponent}"] = cut_off_loses(annotations[f"vs_{opponent}"], tokenizer, config.max_new_tokens)
             metrics[f"vs_{opponent}"] = win_rate(annotations[f"vs_{opponent}"])
             if config.judge == "arena_hard":
                 metrics[f"arena_hard_vs_{opponent}"] = arena_hard_score(

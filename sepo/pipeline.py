@@ -75,10 +75,9 @@ class ExperimentConfig(StageConfig):
     eval_prompts: int = help_field(128, help="held-out test prompts evaluated per policy")
     validation_prompts: int = help_field(64, help="held-out validation prompts (after the test prompts) that choose a "
                                                   "method's learning rate when the table searches one")
-    max_cutoff_share: float = help_field(0.05, help="the learning-rate search passes over a rate whose validation samples hit "
-                                                       "max_new_tokens without ending more often than this (a policy that no "
-                                                       "longer ends its responses is degenerate, and the gold judge reads its "
-                                                       "unfinished text as if it were finished)")
+    max_cutoff_share: float = help_field(1.0, help="the search passes over a setting whose validation samples hit "
+                                                      "max_new_tokens without ending more often than this (1: none is passed "
+                                                      "over; a cut-off sample already loses its comparison, EvalConfig.cutoff_loses)")
     policy_lr_grid: tuple[float, ...] = help_field((), help="learning rates searched per method in the main table, chosen by "
                                                             "gold win rate on the validation prompts (empty: policy_lr)")
     policy_knob_grid: dict = help_field({}, help="second stage of the main table's search: loss name -> {hyper-parameter: "
@@ -372,6 +371,7 @@ class Pipeline:
             reference_dir=reference_dir or self.sft_path(size or c.policy_size),
             prompt_set=self.prompts_path(world, split), num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens,
             seed=seed, batch_size=c.eval_batch_size, judge="gold", generator="policy", reference_generator="sft",
+            cutoff_loses=True,  # the gold reward reads text alone: a sample that never ended is not a finished answer
         )
         values["reference_outputs"] = self.reference_outputs(EvalConfig.from_dict(values, out_dir="-"))
         run_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=self.world.judge),
@@ -399,6 +399,7 @@ class Pipeline:
 
         fingerprint = config.fingerprint(exclude=("model_dir", "generator", "out_dir", "judge", "judge_model", "base_url",
                                                   "api_key_env", "estimate_kl", "baseline_outputs", "reference_outputs",
+                                                  "cutoff_loses",
                                                   "lc_df_gamed_path"))
         path = self.derived / "reference_outputs" / f"{cache_key(fingerprint, code_fingerprint('reference_outputs'))}.json"
         if not path.exists():

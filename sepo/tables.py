@@ -157,10 +157,10 @@ def _best(group, max_cutoff_share: float, tie_order: list[str]):
 
 def learning_rate_search(pipe: Pipeline, recipes, oracle_dir, seed: int):
     """Per method, every learning rate of ``policy_lr_grid`` trained with ``seed`` and judged on the validation
-    prompts (never the test prompts). A rate is eligible when at most ``max_cutoff_share`` of its validation
-    samples were cut off at the length limit (a policy that stops ending its responses is degenerate); the
-    chosen rate is the eligible one with the highest gold win rate (ties: the smaller rate), or the smallest
-    rate when none is eligible. Returns the search frame (with ``eligible`` and ``chosen``) and
+    prompts (never the test prompts; a sample cut off at the length limit loses its comparison there, see
+    :class:`sepo.evaluate.EvalConfig`). A rate is eligible when at most ``max_cutoff_share`` of its validation
+    samples were cut off (an optional threshold; 1 by default); the chosen rate is the eligible one with the
+    highest gold win rate (ties: the smaller rate), or the smallest rate when none is eligible. Returns the search frame (with ``eligible`` and ``chosen``) and
     ``{method: chosen rate}`` (``policy_lr`` for every method when the grid is empty)."""
     grid = pipe.config.policy_lr_grid
     if not grid:
@@ -422,7 +422,7 @@ def benchmark_evaluation(pipe: Pipeline, method_name: str, prompt_set: str, judg
         prompt_set=pipe.prompts_path() if prompt_set == "mini" else prompt_set, max_prompts=c.eval_prompts,
         num_samples=c.eval_samples, max_new_tokens=c.max_new_tokens, seed=seed, batch_size=c.eval_batch_size, judge=judge,
         generator=f"{method_name}-{c.policy_size}", reference_generator=f"SFT-{c.policy_size}",
-        **pipe.eval_values(judge),
+        cutoff_loses=judge == "gold", **pipe.eval_values(judge),
     )
     eval_dir, metrics = cached_run("evaluate", EvalConfig, values, lambda cfg: run_evaluate(cfg, gold=pipe.world.judge),
                                    pipe.cache, out_field="out_dir")

@@ -586,3 +586,38 @@ def test_sample_lengths_count_tokens_and_cut_off_samples(tokenizer):
     out = sample_lengths(tokenizer, [short, long[: len(long)]], limit)
     assert out["mean_tokens"] == pytest.approx((n_short + n_long) / 2) and out["cutoff_share"] == 0.5 and out["n"] == 2
     assert sample_lengths(tokenizer, [short], n_short)["cutoff_share"] == 1.0  # as long as the limit: no EOS was sampled
+
+
+def test_a_cut_off_sample_loses_to_a_finished_one(tokenizer):
+    """The gold judge reads text alone; with cutoff_loses a sample that never ended loses to one that did, and two
+    cut-off samples (or two finished ones) keep the judge's verdict."""
+    from sepo.evaluate import cut_off, cut_off_loses
+
+    long = " ".join(["good"] * 40)
+    assert cut_off(tokenizer, long, 8) and not cut_off(tokenizer, "good .", 8)
+    rows = [{"output_1": "good .", "output_2": long, "preference": 2.0},  # the judge liked the run-on text
+            {"output_1": long, "output_2": "bad .", "preference": 1.0},
+            {"output_1": long, "output_2": long, "preference": 1.5},
+            {"output_1": "good .", "output_2": "bad .", "preference": 1.0}]
+    out = cut_off_loses(rows, tokenizer, 8)
+    assert [r["preference"] for r in out] == [1, 2, 1.5, 1.0]
+    assert [r["judge_preference"] for r in out] == [2.0, 1.0, 1.5, 1.0]
+    assert [(r["output_1_cut_off"], r["output_2_cut_off"]) for r in out] == [(False, True), (True, False), (True, True),
+                                                                            (False, False)]
+
+
+def test_run_evaluate_with_cutoff_loses_counts_a_run_on_sample_as_lost(run_setup):
+    """The scripted policy's good sample runs past max_new_tokens (it never ended): with cutoff_loses it loses to
+    the SFT model's finished sample however good its text, and the annotations keep the judge's own verdict."""
+    config, sampler, tmp_path = run_setup
+    config.max_new_tokens = 8  # " the soup was very good ." (14 tokens) and " the soup was bad ." (8) are cut off
+    judged = run_evaluate(config, gold=CountingGold())
+    config.cutoff_loses, config.out_dir = True, str(tmp_path / "run_cut")
+    ruled = run_evaluate(config, gold=CountingGold())
+    assert judged["lengths_policy"]["cutoff_share"] == 1.0 and judged["lengths_reference"]["cutoff_share"] == 1.0
+    assert ruled["vs_reference"]["win_rate"] == judged["vs_reference"]["win_rate"]  # both cut off: the judge decides
+    config.max_new_tokens, config.out_dir = 9, str(tmp_path / "run_six")  # now only the good sample is cut off
+    assert run_evaluate(config, gold=CountingGold())["vs_reference"]["win_rate"] == pytest.approx(25.0)
+    annotations = json.loads((tmp_path / "run_six" / "annotations_vs_reference.json").read_text())
+    assert {(a["output_2_cut_off"], a["judge_preference"], a["preference"]) for a in annotations} == {
+        (True, 2.0, 1), (False, 1.5, 1.5)}

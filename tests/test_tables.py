@@ -134,7 +134,7 @@ def test_the_search_then_tries_each_methods_beta_or_gamma_at_its_chosen_rate():
 
 
 def test_the_search_passes_over_rates_whose_policies_stop_ending_their_responses():
-    pipe = FakePipeline(seeds=(0,), policy_lr_grid=(3e-5, 1e-4, 3e-4))
+    pipe = FakePipeline(seeds=(0,), policy_lr_grid=(3e-5, 1e-4, 3e-4), max_cutoff_share=0.05)
     free, chosen_free = tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)
     best = free.sort_values("win_rate", ascending=False).lr.iloc[0]
     pipe.runs_on_at = {best}
@@ -143,6 +143,9 @@ def test_the_search_passes_over_rates_whose_policies_stop_ending_their_responses
     assert not search[search.lr == best].eligible.iloc[0] and search[search.chosen].eligible.all()
     pipe.runs_on_at = {3e-5, 1e-4, 3e-4}  # nothing eligible: the smallest rate
     assert tables.learning_rate_search(pipe, [pipe.method("DPO")], None, 0)[1]["DPO"] == 3e-5
+    off = FakePipeline(seeds=(0,), policy_lr_grid=(3e-5, 1e-4, 3e-4))  # the default: no threshold
+    off.runs_on_at = {best}
+    assert tables.learning_rate_search(off, [off.method("DPO")], None, 0)[1]["DPO"] == best
 
 
 def test_main_table_runs_are_the_frontier_of_the_frontier_methods():
