@@ -12,7 +12,8 @@ Section 5 (``reproduction_rate.py``) runs the reproduction's own workloads (an o
 family, token scoring, evaluation sampling) over the cached world and reports each one's FLOP rate as a fraction
 of the machine's fp32 matmul rate measured in the same round; ``--only-rates`` measures that section alone and
 puts it into the existing report. Section 6 shows the split of a cold ``make reproduce`` by stage that
-``stage_split.py`` recorded from that run's ``cache/`` (``results/stage_split.json``).
+``stage_split.py`` recorded from that run's ``cache/`` (``results/stage_split.json``); section 7 the workloads of an
+older commit and this one timed side by side (``workloads_side_by_side.py``, ``results/workloads_side_by_side.json``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from bench_common import ROOT, THREADS, run_worker, run_workers_at_once
 from compute_estimate import estimate_table
 from stage_split import stage_section
+from workloads_side_by_side import side_by_side_section
 
 STEP_VARIANTS = ("trl_dpo", "sepo_full_head", "sepo_used_head")
 SCORING_VARIANTS = ("floor", "ours", "official")
@@ -40,6 +42,7 @@ COMMANDS_FILE = ROOT / "results" / "whole_commands.json"
 REPRODUCE_TIMING = ROOT / "results" / "reproduce_timing.json"  # written by the reproduction itself
 SIDE_BY_SIDE = ROOT / "results" / "reproduce_side_by_side.json"  # written by benchmarks/side_by_side.py
 STAGE_SPLIT = ROOT / "results" / "stage_split.json"  # written by benchmarks/stage_split.py after a cold reproduction
+WORKLOADS_SIDE_BY_SIDE = ROOT / "results" / "workloads_side_by_side.json"  # written by benchmarks/workloads_side_by_side.py
 SPEEDUP_TARGET = 2.0  # make reproduce of the landed commit / of this one, same machine, both cold
 COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 30 * 60}
 
@@ -511,7 +514,9 @@ def main() -> None:
     text = "\n".join(header + step_section(steps, args) + profile_section(profiled, args) + scoring_section(scores, args)
                      + commands_section()
                      + scaling_section(growth, steps, scores, args) + rates_section(rated, args)
-                     + stage_section(json.loads(STAGE_SPLIT.read_text()) if STAGE_SPLIT.exists() else {}))
+                     + stage_section(json.loads(STAGE_SPLIT.read_text()) if STAGE_SPLIT.exists() else {})
+                     + side_by_side_section(json.loads(WORKLOADS_SIDE_BY_SIDE.read_text())
+                                            if WORKLOADS_SIDE_BY_SIDE.exists() else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, text)
     tmp = args.out.with_name("performance_rates.json.tmp")

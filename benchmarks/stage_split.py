@@ -28,6 +28,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 STAGES = ("world", "SFT", "oracles", "scoring", "policies", "sampling", "judging", "KL", "notebooks, figures, other")
@@ -40,13 +41,20 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def split_by_stage(cache: str | Path, total_seconds: float | None = None, workers: int = 1) -> dict:
+def _glob(cache: Path, pattern: str, until: float | None) -> list[Path]:
+    """``cache.glob(pattern)`` without the files written after ``until``."""
+    return sorted(f for f in cache.glob(pattern) if until is None or f.stat().st_mtime <= until)
+
+
+def split_by_stage(cache: str | Path, total_seconds: float | None = None, workers: int = 1,
+                   until: float | None = None) -> dict:
     """Seconds per stage summed over the runs in ``cache``, run counts, the untimed derived work's counts, and
-    the rest of the ``workers x total_seconds`` process-seconds of the run."""
+    the rest of the ``workers x total_seconds`` process-seconds of the run. With ``until`` (a POSIX time: when
+    the reproduction ended) files written later, by other runs into the same cache, are left out."""
     cache = Path(cache)
     seconds: dict[str, float] = defaultdict(float)
     runs: dict[str, int] = defaultdict(int)
-    for metrics_file in sorted(cache.glob("world/*/metrics.json")):
+    for metrics_file in _glob(cache, "world/*/metrics.json", until):
         for key, value in _read(metrics_file).items():
             if not (key.startswith("timing/") and key.endswith("_seconds")) or key == "timing/total_seconds":
                 continue
@@ -55,29 +63,29 @@ def split_by_stage(cache: str | Path, total_seconds: float | None = None, worker
             seconds[stage] += value
             runs[stage] += step.startswith("sft_")
         runs["world"] += 1
-    for timing_file in sorted(cache.glob("oracle/*/timing.json")):
+    for timing_file in _glob(cache, "oracle/*/timing.json", until):
         timing = _read(timing_file)
         scoring = timing.get("scoring_seconds", 0.0)
         seconds["oracles"] += timing.get("total_seconds", 0.0) - scoring
         seconds["scoring"] += scoring
         runs["oracles"] += 1
         runs["scoring"] += 1
-    for timing_file in sorted(cache.glob("policy/*/timing.json")):
+    for timing_file in _glob(cache, "policy/*/timing.json", until):
         seconds["policies"] += _read(timing_file).get("total_seconds", 0.0)
         runs["policies"] += 1
-    for timing_file in sorted(cache.glob("evaluate/*/timing.json")):
+    for timing_file in _glob(cache, "evaluate/*/timing.json", until):
         timing = _read(timing_file)
         for stage in ("sampling", "judging", "kl"):
             seconds["KL" if stage == "kl" else stage] += timing.get(f"{stage}_seconds", 0.0)
         for stage in ("sampling", "judging", "KL"):
             runs[stage] += 1
-    untimed = len(list(cache.glob("evaluate/*/metrics.json"))) - len(list(cache.glob("evaluate/*/timing.json")))
-    frontier_rows = sum(max(len(_read_lines(f)) - 1, 0) for f in cache.glob("policy/*/frontier_*.csv"))
+    untimed = len(_glob(cache, "evaluate/*/metrics.json", until)) - len(_glob(cache, "evaluate/*/timing.json", until))
+    frontier_rows = sum(max(len(_read_lines(f)) - 1, 0) for f in _glob(cache, "policy/*/frontier_*.csv", until))
     out = {"seconds": {s: seconds[s] for s in STAGES[:-1]}, "runs": {s: runs[s] for s in STAGES[:-1]},
            "evaluations_without_timing": untimed,
-           "untimed": {"frontier_traces": len(list(cache.glob("policy/*/frontier_*.csv"))), "frontier_points": frontier_rows,
-                       "heldout_diagnostics": len(list(cache.glob("derived/*/heldout/*.json"))),
-                       "reference_samples": len(list(cache.glob("derived/*/reference_outputs/*.json")))}}
+           "untimed": {"frontier_traces": len(_glob(cache, "policy/*/frontier_*.csv", until)), "frontier_points": frontier_rows,
+                       "heldout_diagnostics": len(_glob(cache, "derived/*/heldout/*.json", until)),
+                       "reference_samples": len(_glob(cache, "derived/*/reference_outputs/*.json", until))}}
     if total_seconds is not None:
         out["total_seconds"] = total_seconds
         out["workers"] = workers
@@ -93,10 +101,17 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def retime(cache: str | Path) -> dict:
+def retime(cache: str | Path, until: float | None = None) -> dict:
     """Seconds of one frontier trace and one held-out diagnostic, made again on one thread into a temporary
     directory from the runs in ``cache`` (the main table's settings, ``configs/mini/base.yaml``), and whether
-    the trace reproduced the cached CSV byte for byte."""
+    the trace reproduced the cached CSV byte for byte. The process computes on the reproduction's pinned
+    kernels (set before torch loads), so it finds the reproduction's world and models under their keys."""
+    import os
+
+    from sepo.reproduce import PINNED_KERNELS
+
+    for name, value in PINNED_KERNELS.items():
+        os.environ.setdefault(name, value)
     import torch
 
     from sepo.pipeline import ExperimentConfig, Pipeline, _trace_frontier
@@ -105,7 +120,7 @@ def retime(cache: str | Path) -> dict:
     config = ExperimentConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "mini" / "base.yaml",
                                         cache_dir=str(Path(cache).resolve()))
     pipe = Pipeline(config)
-    traces = sorted(Path(cache).glob("policy/*/frontier_*.csv"))
+    traces = _glob(Path(cache), "policy/*/frontier_*.csv", until)
     if not traces:
         raise SystemExit(f"{cache}: no frontier trace to time (policy/*/frontier_*.csv)")
     cached = traces[0]
@@ -185,10 +200,12 @@ def main() -> None:
     parser.add_argument("--report", default="", help="also put the split into this performance report (section 6)")
     args = parser.parse_args()
     timing = _read(Path(args.timing))
-    out = split_by_stage(args.cache, timing.get("seconds"), int(timing.get("workers", 1)))
+    end = timing.get("date")
+    until = datetime.fromisoformat(end).timestamp() + 60 if end else None
+    out = split_by_stage(args.cache, timing.get("seconds"), int(timing.get("workers", 1)), until)
     out["date"] = timing.get("date", "")
     if args.retime:
-        measured = retime(args.cache)
+        measured = retime(args.cache, until)
         out["retimed"] = measured
         untimed = out["untimed"]
         out["estimated_seconds"] = {

@@ -58,6 +58,11 @@ def test_stage_split_sums_the_runs_timing(tmp_path):
     two = split_by_stage(tmp_path, total_seconds=100.0, workers=2)  # two one-thread processes: 200 process-seconds
     assert two["process_seconds"] == 200.0 and two["seconds"]["notebooks, figures, other"] == 140.5
     assert two["untimed"] == {"frontier_traces": 1, "frontier_points": 3, "heldout_diagnostics": 1, "reference_samples": 0}
+    import os  # a run written into the same cache after the reproduction ended is not counted
+    write("policy/p3/timing.json", {"total_seconds": 7.0})
+    os.utime(tmp_path / "policy/p3/timing.json", (2e9, 2e9))
+    assert split_by_stage(tmp_path, until=1.9e9)["seconds"]["policies"] == 11.0
+    assert split_by_stage(tmp_path)["seconds"]["policies"] == 18.0
 
 
 def test_stage_section_rows_add_up_to_the_run_and_estimates_come_out_of_the_rest():
@@ -108,3 +113,17 @@ def test_compare_runs_counts_differing_numbers_verdicts_and_world_card_targets(t
     text = render([{"labels": ["x", "y"], **out}])
     assert "| C1 | holds | inconclusive (moves) |" in text and "0.730 (met) | 0.710 (not met)" in text
     assert str(tmp_path) not in text
+
+
+def test_side_by_side_section_shows_each_workload_and_says_when_nothing_was_recorded():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from workloads_side_by_side import side_by_side_section
+
+    out = {"commits": {"base": "aaaa", "new": "bbbb"}, "rounds": 2,
+           "workloads": {"oracle": {"base_seconds": 3.0, "new_seconds": 2.0, "speedup": 1.5, "speedup_range": [1.4, 1.6]}}}
+    lines = side_by_side_section(out)
+    assert lines[0].startswith("## 7.") and "| oracle | 3.00 | 2.00 | 1.50x (1.40-1.60) |" in lines
+    assert "Not recorded" in "\n".join(side_by_side_section({}))
