@@ -183,12 +183,23 @@ def stage_section(split: dict) -> list[str]:
     return lines + [""]
 
 
-def put_section(report: Path, split: dict) -> None:
-    """Replace (or append) section 6 of the report at ``report``."""
+def put_section(report: Path, heading: str, lines: list[str]) -> None:
+    """Replace (or append) the section starting with ``heading`` of the report at ``report`` by ``lines``."""
     from run import replace_section, write_report
 
     text = report.read_text() if report.exists() else ""
-    write_report(report, replace_section(text, SECTION, "\n".join(stage_section(split))))
+    write_report(report, replace_section(text, heading, "\n".join(lines)))
+
+
+def publish(out: dict, write: str, report: str, heading: str, lines: list[str]) -> None:
+    """Print a benchmark's record as JSON, write it to ``write`` and put ``lines`` into ``report`` under
+    ``heading`` (each when given)."""
+    text = json.dumps(out, indent=2)
+    print(text)
+    if write:
+        Path(write).write_text(text + "\n")
+    if report:
+        put_section(Path(report), heading, lines)
 
 
 def main() -> None:
@@ -211,12 +222,7 @@ def main() -> None:
         out["estimated_seconds"] = {
             "frontier": measured["frontier_seconds_per_point"] * untimed["frontier_points"],
             "heldout_diagnostics": measured["heldout_diagnostic_seconds"] * untimed["heldout_diagnostics"]}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text + "\n")
-    if args.report:
-        put_section(Path(args.report), out)
+    publish(out, args.write, args.report, SECTION, stage_section(out))
 
 
 if __name__ == "__main__":

@@ -120,16 +120,9 @@ def main() -> None:
         out["workloads"][what] = {"base_seconds": statistics.median(by["base"]), "new_seconds": statistics.median(by["new"]),
                                   "speedup": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
                                   "all": by}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.write:
-        Path(args.write).write_text(text + "\n")
-    if args.report:
-        from run import replace_section, write_report
+    from stage_split import publish
 
-        report = Path(args.report)
-        text = report.read_text() if report.exists() else ""
-        write_report(report, replace_section(text, SECTION, "\n".join(side_by_side_section(out))))
+    publish(out, args.write, args.report, SECTION, side_by_side_section(out))
 
 
 if __name__ == "__main__":
