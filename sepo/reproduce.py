@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in names if n not in missing]
     for name, value in PINNED_KERNELS.items():  # read by torch and MKL in every notebook's kernel, which inherits them
         os.environ.setdefault(name, value)
+    # Progress bars inside a notebook's kernel are saved into the executed notebook as widget state (megabytes per
+    # notebook) and seen by nobody; the reproduction reports one line per notebook instead.
+    os.environ.setdefault("SEPO_QUIET", "1")
     if args.tier != "paper":  # the mini world needs nothing from the Hub; the paper tier may fetch models and data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

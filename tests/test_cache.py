@@ -124,9 +124,9 @@ def test_the_reproduction_pins_the_kernels_unless_the_environment_names_others(m
 
     seen = []
     monkeypatch.setattr(reproduce, "run_notebooks", lambda *a, **k: seen.append(
-        {name: os.environ.get(name) for name in reproduce.PINNED_KERNELS}) or {})
+        {name: os.environ.get(name) for name in (*reproduce.PINNED_KERNELS, "SEPO_QUIET")}) or {})
     monkeypatch.setattr(claims, "write_claims", lambda results: Path(results) / "claims.md")
-    names = (*reproduce.PINNED_KERNELS, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # what main sets
+    names = (*reproduce.PINNED_KERNELS, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "SEPO_QUIET")  # what main sets
     saved = {name: os.environ.pop(name, None) for name in names}
     try:  # main sets them in this process's environment: put them back as they were for the tests after this one
         reproduce.main(["--only", "01_walkthrough", "--results", str(tmp_path)])
@@ -139,4 +139,5 @@ def test_the_reproduction_pins_the_kernels_unless_the_environment_names_others(m
             os.environ.pop(name, None)
             if value is not None:
                 os.environ[name] = value
-    assert seen == [{"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}, {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2"}]
+    assert seen == [{"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "SEPO_QUIET": "1"},  # kernels without progress bars
+                    {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2", "SEPO_QUIET": "1"}]
