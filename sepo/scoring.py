@@ -22,7 +22,7 @@ from datasets import Dataset, load_from_disk
 from sepo.data import build_sequences, check_same_tokenizer, row_places
 from sepo.errors import ConfigError, DataError
 from sepo.logprobs import token_logps
-from sepo.utils import add_column, progress, staged_dir, write_json
+from sepo.utils import add_column, column, progress, staged_dir, write_json
 
 SCORE_COLUMNS = ("chosen_scores", "rejected_scores")
 _FORMAT_VERSION = 1
@@ -41,8 +41,8 @@ def model_fingerprint(model) -> str:
 def ids_fingerprint(dataset: Dataset) -> str:
     """Hash of the token ids that scoring reads (prompt, chosen and rejected)."""
     h = hashlib.sha256()
-    for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
-        values = dataset[column]
+    for name in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        values = column(dataset, name)
         h.update(np.asarray([len(v) for v in values], dtype=np.int64).tobytes())
         h.update(np.asarray([t for v in values for t in v], dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
@@ -67,7 +67,7 @@ def response_logps(model, dataset: Dataset, *, batch_size: int = 16, pad_id: int
     """
     logps = logps or (lambda ids, mask, positions: token_logps(model, ids, mask, positions))
     n = len(dataset)
-    prompts, chosen, rejected = dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]
+    prompts, chosen, rejected = (column(dataset, name) for name in ("prompt_ids", "chosen_ids", "rejected_ids"))
     lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
     out: tuple[list, list] = ([None] * n, [None] * n)
     batches = length_sorted_batches(lengths, batch_size)
@@ -102,12 +102,24 @@ def cached_response_logps(model, dataset: Dataset, *, batch_size: int, pad_id: i
         if not (target / "logps.json").exists():
             chosen, rejected = response_logps(model, dataset, batch_size=batch_size, pad_id=pad_id, logps=logps)
             with staged_dir(target) as tmp:
-                Dataset.from_dict({"chosen": [v.tolist() for v in chosen], "rejected": [v.tolist() for v in rejected]}
-                                  ).save_to_disk(str(tmp / "dataset"))
+                np.savez(tmp / "logps.npz", **_ragged_to_flat("chosen", chosen), **_ragged_to_flat("rejected", rejected))
                 write_json(tmp / "logps.json", key)
-    cached = load_from_disk(str(target / "dataset")).with_format("numpy")
-    return ([torch.as_tensor(v, dtype=torch.float32) for v in cached["chosen"]],
-            [torch.as_tensor(v, dtype=torch.float32) for v in cached["rejected"]])
+    with np.load(target / "logps.npz") as stored:
+        return _flat_to_ragged(stored, "chosen"), _flat_to_ragged(stored, "rejected")
+
+
+def _ragged_to_flat(name: str, rows: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    """One float32 array of every row's values and the rows' end offsets (how ragged rows are stored)."""
+    values = torch.cat(rows).numpy() if rows else np.zeros(0, dtype=np.float32)
+    return {f"{name}_values": values.astype(np.float32, copy=False),
+            f"{name}_ends": np.cumsum([len(v) for v in rows], dtype=np.int64)}
+
+
+def _flat_to_ragged(stored, name: str) -> list[torch.Tensor]:
+    """The rows :func:`_ragged_to_flat` stored, as float32 tensors (views of one array)."""
+    values = torch.from_numpy(stored[f"{name}_values"])
+    ends = stored[f"{name}_ends"].tolist()
+    return list(torch.tensor_split(values, ends[:-1])) if ends else []
 
 
 def token_rewards(
