@@ -28,7 +28,7 @@ from datasets import Dataset
 
 from sepo.errors import DataError, TokenizerMismatchError
 from sepo.logprobs import response_positions
-from sepo.utils import add_column, select_rows
+from sepo.utils import add_column, column, select_rows
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 RESPONSES = ("chosen", "rejected")
@@ -60,7 +60,7 @@ def where(row: dict, index: int, source: str = "") -> str:
 
 def row_places(dataset: Dataset, source: str = "") -> list[str]:
     """:func:`where` for every row of ``dataset`` (read column by column, without the text)."""
-    columns = {name: dataset[name] for name in (ROW, LINE, PROMPT_ID) if name in dataset.column_names}
+    columns = {name: column(dataset, name) for name in (ROW, LINE, PROMPT_ID) if name in dataset.column_names}
     return [where({name: values[i] for name, values in columns.items()}, i, source) for i in range(len(dataset))]
 
 
@@ -135,19 +135,36 @@ def tokenize_prompt(tokenizer, prompt: str | list[dict]) -> list[int]:
 
     A chat-templated prompt already carries its special tokens, so none are added twice.
     """
-    text = prompt_text(tokenizer, prompt)
-    return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+    return tokenize_prompts(tokenizer, [prompt])[0]
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str | list[dict]]) -> list[list[int]]:
+    """:func:`tokenize_prompt` of many prompts, encoded in one call per kind (plain text or chat messages)."""
+    out: list[list[int] | None] = [None] * len(prompts)
+    for plain in (True, False):
+        places = [i for i, p in enumerate(prompts) if isinstance(p, str) == plain]
+        if places:
+            texts = [prompt_text(tokenizer, prompts[i]) for i in places]
+            for i, ids in zip(places, tokenizer(texts, add_special_tokens=plain)["input_ids"]):
+                out[i] = list(ids)
+    return out
 
 
 def tokenize_response(tokenizer, response: str | list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids of the response followed by EOS, and each token's character span in the text."""
+    return tokenize_responses(tokenizer, [response])[0]
+
+
+def tokenize_responses(tokenizer, responses: Sequence[str | list[dict]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """:func:`tokenize_response` of many responses, encoded in one call."""
     if tokenizer.eos_token_id is None:
         raise TokenizerMismatchError("tokenizer has no eos_token; set one before tokenising responses")
-    text = response_text(response)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"]) + [tokenizer.eos_token_id]
-    offsets = [tuple(o) for o in enc["offset_mapping"]] + [(len(text), len(text))]
-    return ids, offsets
+    if not responses:
+        return []
+    texts = [response_text(r) for r in responses]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(ids) + [tokenizer.eos_token_id], [tuple(o) for o in offsets] + [(len(text), len(text))])
+            for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"])]
 
 
 @dataclasses.dataclass
@@ -200,13 +217,17 @@ def tokenize_preferences(
         columns[f"{name}_ids"] = []
         columns[f"{name}_offsets"] = []
     keep_rows: list[int] = []
-    for index, row in enumerate(dataset):
+    rows = list(dataset)
+    for index, row in enumerate(rows):
         validate_row(row, index, source)
-        p_ids = tokenize_prompt(tokenizer, row["prompt"])
+    prompt_ids = tokenize_prompts(tokenizer, [row["prompt"] for row in rows])
+    response_ids = {name: tokenize_responses(tokenizer, [row[name] for row in rows]) for name in RESPONSES}
+    for index, row in enumerate(rows):
+        p_ids = prompt_ids[index]
         if not p_ids:
             raise DataError(f"{where(row, index, source)}: field 'prompt' gives no token "
                             "(the first response token needs a context)")
-        responses = {name: tokenize_response(tokenizer, row[name]) for name in RESPONSES}
+        responses = {name: response_ids[name][index] for name in RESPONSES}
         if drop_prompt_longer_than is not None and len(p_ids) > drop_prompt_longer_than:
             report.dropped_long_prompt += 1
             continue
@@ -260,13 +281,25 @@ def check_same_tokenizer(a, b, what: str = "oracle and reference") -> None:
 # --------------------------------------------------------------------------------------------
 # Batching
 # --------------------------------------------------------------------------------------------
+def _row_spans(starts: Sequence[int], lengths: Sequence[int], width: int) -> torch.Tensor:
+    """(B, width) bool mask, true in row ``i`` at columns ``starts[i] .. starts[i] + lengths[i] - 1``."""
+    columns = torch.arange(width)[None]  # (1, width)
+    starts_t = torch.as_tensor(starts, dtype=torch.long)[:, None]  # (B, 1)
+    return (columns >= starts_t) & (columns < starts_t + torch.as_tensor(lengths, dtype=torch.long)[:, None])
+
+
+def _flat(lists: Sequence[Sequence], dtype) -> torch.Tensor:
+    """Every value of a ragged list of lists, in order, as one tensor."""
+    return torch.as_tensor([v for x in lists for v in x], dtype=dtype)
+
+
 def pad_lists(lists: Sequence[Sequence], value, dtype=None) -> torch.Tensor:
     """Right-pad a ragged list of lists into a (len(lists), longest) tensor."""
-    width = max((len(x) for x in lists), default=0)
+    lengths = [len(x) for x in lists]
+    width = max(lengths, default=0)
     out = torch.full((len(lists), width), value, dtype=dtype)
-    for i, x in enumerate(lists):
-        if len(x):
-            out[i, : len(x)] = torch.as_tensor(x, dtype=dtype)
+    if width:
+        out[_row_spans([0] * len(lists), lengths, width)] = _flat(lists, out.dtype)
     return out
 
 
@@ -281,21 +314,20 @@ def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequen
     """
     seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
     input_ids = pad_lists(seqs, pad_id, torch.long)
-    attention_mask = pad_lists([[1] * len(s) for s in seqs], 0, torch.long)
     batch, width = input_ids.shape
-    response_mask = torch.zeros(batch, max(width - 1, 0), dtype=torch.bool)
-    positions = [response_positions(len(p), len(r)) for p, r in zip(prompts, responses)]
-    for i, at in enumerate(positions):
-        response_mask[i, at] = True
+    lengths = [len(s) for s in seqs]
+    attention_mask = _row_spans([0] * batch, lengths, width).long()
+    starts = [response_positions(len(p), len(r)).start for p, r in zip(prompts, responses)]
+    response_mask = _row_spans(starts, [len(r) for r in responses], max(width - 1, 0))
     out = {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
     for name, values in (response_values or {}).items():
         first = next((v for v in values if len(v)), [0.0])
         dtype = torch.bool if isinstance(first[0], bool) else torch.float32
-        placed = torch.zeros(batch, max(width - 1, 0), dtype=dtype)
         for i, v in enumerate(values):
             if len(v) != len(responses[i]):
                 raise DataError(f"{name}: {len(v)} values for a response of {len(responses[i])} tokens (batch item {i})")
-            placed[i, positions[i]] = torch.as_tensor(v, dtype=dtype)
+        placed = torch.zeros(batch, max(width - 1, 0), dtype=dtype)
+        placed[response_mask] = _flat(values, dtype)
         out[name] = placed
     return out
 

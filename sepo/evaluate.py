@@ -57,7 +57,7 @@ from sepo.benchmarks import (
     load_prompt_set,
 )
 from sepo.config import StageConfig, help_field
-from sepo.data import build_sequences, check_same_tokenizer, tokenize_prompt, tokenize_response
+from sepo.data import build_sequences, check_same_tokenizer, tokenize_prompts, tokenize_response
 from sepo.errors import ConfigError, DataError
 from sepo.judges import JUDGES, NEED_REFERENCE_CATEGORIES, build_judge, is_missing
 from sepo.logprobs import token_logps
@@ -477,7 +477,7 @@ def sequence_log_ratios(policy, reference, tokenizer, prompts: Sequence[str], re
     if len(prompts) != len(responses):
         raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompt_ids = [tokenize_prompt(tokenizer, p) for p in prompts]
+    prompt_ids = tokenize_prompts(tokenizer, prompts)
     response_ids = [_response_ids(tokenizer, r, max_new_tokens) for r in responses]
     device = next(policy.parameters()).device
     out: list[float] = [0.0] * len(prompts)

@@ -28,7 +28,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from sepo.data import tokenize_prompt
+from sepo.data import tokenize_prompts
 from sepo.errors import ConfigError
 from sepo.utils import progress
 
@@ -176,7 +176,7 @@ def sample_responses(model, tokenizer, prompts: Sequence, *, num_samples: int = 
         torch.manual_seed(seed)
         starts = range(0, len(prompts), batch_size)
         for start in progress(starts, desc="sampling", total=len(starts)):
-            encoded = [tokenize_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+            encoded = tokenize_prompts(tokenizer, prompts[start : start + batch_size])
             input_ids, attention_mask = left_pad([ids for ids in encoded for _ in range(num_samples if sampling else 1)],
                                                  pad_id)  # (B * num_samples, T) when sampling
             generated = model.generate(

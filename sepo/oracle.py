@@ -54,7 +54,7 @@ from sepo.trainer import (
     training_arguments,
     write_records,
 )
-from sepo.utils import seed_everything, select_rows, staged_dir, write_json
+from sepo.utils import column, seed_everything, select_rows, staged_dir, write_json
 
 SCORED = "scored"
 DATA_RECORD = "data.json"  # in scored/: {"source": where the pairs came from, "report": TokenizeReport counts}
@@ -208,7 +208,7 @@ def score_target_pairs(config: OracleConfig, target_data: Dataset, tokenizer, or
         write_json(tmp / "scoring.json", {**key, "oracle_path": str(oracle_dir), "reference_path": config.reference_path})
         if data_record is not None:
             save_data_record(tmp, data_record["source"], data_record["report"])
-    totals = [sum(s) for s in scored["chosen_scores"]], [sum(s) for s in scored["rejected_scores"]]
+    totals = [sum(s) for s in column(scored, "chosen_scores")], [sum(s) for s in column(scored, "rejected_scores")]
     return {
         "data/target_pairs_scored": len(scored),
         "scores/chosen_total_mean": sum(totals[0]) / len(scored),

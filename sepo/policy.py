@@ -49,7 +49,7 @@ from sepo.trainer import (
     training_arguments,
     write_records,
 )
-from sepo.utils import add_column, seed_everything
+from sepo.utils import add_column, column, seed_everything
 
 TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 SELECTION_COLUMNS = ("chosen_selected", "rejected_selected")
@@ -143,13 +143,13 @@ def load_policy_data(config: PolicyConfig, tokenizer) -> tuple[Dataset, dict[str
     if get_loss(config.loss).needs_selection:
         require_columns(dataset, SCORE_COLUMNS, f"data_path = {config.data_path!r} (loss {config.loss!r} needs token scores: "
                                                 "use an oracle run's scored data)")
-        rows = dataset["row"] if "row" in dataset.column_names else None
+        rows = column(dataset, "row") if "row" in dataset.column_names else None
         chosen, rejected = select_from_scores(
-            dataset["chosen_scores"], dataset["rejected_scores"], config.selector,
+            column(dataset, "chosen_scores"), column(dataset, "rejected_scores"), config.selector,
             seed=config.selection_seed, rows=rows, **selector_inputs(config, dataset, tokenizer), **config.selection_kwargs,
         )
         for name, values, ids in (("chosen_selected", chosen, "chosen_ids"), ("rejected_selected", rejected, "rejected_ids")):
-            for i, (mask, response) in enumerate(zip(values, dataset[ids])):
+            for i, (mask, response) in enumerate(zip(values, column(dataset, ids))):
                 if len(mask) != len(response):
                     raise DataError(f"{row_places(dataset.select([i]), source)[0]}: {len(mask)} scores for "
                                     f"{len(response)} tokens in {ids}")
@@ -168,14 +168,14 @@ def selector_inputs(config: PolicyConfig, dataset: Dataset, tokenizer) -> dict[s
     """What the configured selector reads beyond the scores: token ids and the EOS id, or gold credit."""
     needs, out = get_selector(config.selector).needs, {}
     if "ids" in needs:
-        out.update(ids=(dataset["chosen_ids"], dataset["rejected_ids"]), eos_id=tokenizer.eos_token_id)
+        out.update(ids=(column(dataset, "chosen_ids"), column(dataset, "rejected_ids")), eos_id=tokenizer.eos_token_id)
     if "credit" in needs:
         from sepo.world.judge import credit_to_tokens
 
         columns = ("chosen_credit", "rejected_credit", "chosen_offsets", "rejected_offsets")
         require_columns(dataset, columns, f"data_path = {config.data_path!r} (selector {config.selector!r} needs gold "
                                           "per-token credit: a mini world's scored data)")
-        out["credit"] = tuple([credit_to_tokens(c, o) for c, o in zip(dataset[f"{side}_credit"], dataset[f"{side}_offsets"])]
+        out["credit"] = tuple([credit_to_tokens(c, o) for c, o in zip(column(dataset, f"{side}_credit"), column(dataset, f"{side}_offsets"))]
                               for side in ("chosen", "rejected"))
     return out
 
@@ -183,10 +183,10 @@ def selector_inputs(config: PolicyConfig, dataset: Dataset, tokenizer) -> dict[s
 def check_token_ids_fit(dataset: Dataset, model, field: str) -> None:
     """Every token id must exist in the model's embedding (a cheap check that the tokenizers agree)."""
     size = model.get_input_embeddings().weight.shape[0]
-    for column in TOKENIZED_COLUMNS:
-        for i, ids in enumerate(dataset[column]):
+    for name in TOKENIZED_COLUMNS:
+        for i, ids in enumerate(column(dataset, name)):
             if ids and max(ids) >= size:
-                raise TokenizerMismatchError(f"row {i}: {column} holds id {max(ids)} but {field} has {size} embeddings")
+                raise TokenizerMismatchError(f"row {i}: {name} holds id {max(ids)} but {field} has {size} embeddings")
 
 
 def run_policy(config: PolicyConfig, callbacks: tuple = ()) -> dict[str, Any]:

@@ -10,7 +10,10 @@ from sepo.data import (
     collate_pairs,
     row_places,
     tokenize_preferences,
+    tokenize_prompt,
+    tokenize_prompts,
     tokenize_response,
+    tokenize_responses,
     where,
 )
 from sepo.errors import DataError, TokenizerMismatchError
@@ -137,6 +140,19 @@ def test_conversational_rows_go_through_the_chat_template(tokenizer):
     bad = dict(rows, chosen=[[{"role": "user", "content": "x"}]])
     with pytest.raises(DataError, match="row 0: field 'chosen' must end with an assistant message"):
         tokenize_preferences(Dataset.from_dict(bad), tok, max_length=64)
+
+
+def test_many_texts_encode_as_one_at_a_time_would(tokenizer):
+    """Prompts and responses are encoded in one call per kind; each gets the ids a call of its own gives
+    (plain prompts with the tokenizer's special tokens, chat prompts through the template without them)."""
+    tok = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+    prompts = ["review of the pasta :", [{"role": "user", "content": "review the soup"}], "the room was"]
+    assert tokenize_prompts(tok, prompts) == [tokenize_prompt(tok, p) for p in prompts]
+    assert tokenize_prompts(tok, prompts)[0][0] == tok.bos_token_id and tokenize_prompts(tok, prompts)[1][0] != tok.bos_token_id
+    responses = [" very good .", [{"role": "user", "content": "x"}, {"role": "assistant", "content": " bad ."}], " fine"]
+    assert tokenize_responses(tok, responses) == [tokenize_response(tok, r) for r in responses]
+    assert tokenize_prompts(tok, []) == [] and tokenize_responses(tok, []) == []
 
 
 def test_tokenizer_mismatch_is_named(tokenizer):

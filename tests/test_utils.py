@@ -39,3 +39,13 @@ def test_a_value_json_cannot_hold_leaves_no_file(tmp_path):
         write_json(tmp_path / "m.json", {"a": object()})
     assert list(tmp_path.iterdir()) == []
     assert dumps_json({"b": 1, "a": float("nan")}) == '{\n  "a": null,\n  "b": 1\n}\n'
+
+
+def test_column_reads_a_dataset_column_as_a_list_in_row_order():
+    from datasets import Dataset
+
+    from sepo.utils import column
+
+    data = Dataset.from_dict({"ids": [[1, 2], [3], [4, 5, 6]], "row": [0, 1, 2]}).select([2, 0])
+    assert column(data, "ids") == [[4, 5, 6], [1, 2]] and column(data, "row") == [2, 0]
+    assert isinstance(column(data, "ids"), list)
