@@ -168,6 +168,18 @@ def _code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], 
     return digest.hexdigest()[:16]
 
 
+def _package_stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """The :func:`_stamp` of every source file under ``root``: it changes whenever any of them does."""
+    return tuple(_stamp(path) for path in sorted(root.rglob("*.py")))
+
+
+@functools.lru_cache(maxsize=None)
+def _stamped_code_fingerprint(modules: tuple[str, ...], entries: tuple[tuple[str, str], ...], root: Path,
+                              package_stamp: tuple) -> str:
+    """:func:`_code_fingerprint`, computed once per state of the package's files (``package_stamp``)."""
+    return _code_fingerprint(modules, entries, root)
+
+
 # MKL's conditional-numerical-reproducibility branches (mkl_cbwr.h): the code path its BLAS takes
 _MKL_BRANCHES = {0: "off", 1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2",
                  9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
@@ -213,7 +225,8 @@ def code_fingerprint(stage: str, *, losses: Iterable[str] = (), selectors: Itera
     ``losses`` / ``selectors`` name the registry entries the run uses.
     """
     entries = tuple(sorted({("sepo.losses", name) for name in losses} | {("sepo.selectors", name) for name in selectors}))
-    code = _code_fingerprint(STAGE_MODULES[stage], entries, Path(root).resolve())
+    root = Path(root).resolve()
+    code = _stamped_code_fingerprint(STAGE_MODULES[stage], entries, root, _package_stamp(root))
     return hashlib.sha256(f"{code}:{numerics()}".encode()).hexdigest()[:16]
 
 
