@@ -134,8 +134,9 @@ class WorldConfig(StageConfig):
             self._require(len(set(getattr(self, name))) == len(getattr(self, name)), name, "sizes must be distinct")
         self._require(len(self.sizes) >= 1, "sizes", "at least one size")
         self._require(self.policy_size in self.sizes, "policy_size", f"must be one of sizes = {list(self.sizes)}")
-        for name in ("sft_steps", "sft_batch_size", "max_new_tokens", "sample_batch_size", "sft_length_buckets", "threads"):
-            self._require(getattr(self, name) >= 1, name, "must be >= 1 (a response cannot have zero length)")
+        for name in ("sft_steps", "sft_batch_size", "sample_batch_size", "sft_length_buckets", "threads"):
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1 (a response cannot have zero length)")
         self._require(self.sft_learning_rate > 0, "sft_learning_rate", "must be > 0")
         self._require(0.0 <= self.sft_warmup_ratio < 1.0, "sft_warmup_ratio", "must be in [0, 1)")
         self._require(self.max_length > self.max_new_tokens, "max_length", f"must exceed max_new_tokens = {self.max_new_tokens}")
