@@ -21,7 +21,9 @@ same workload at once). With ``--count-flops`` the workload runs a second time (
 kernels counted as full, non-causal ``QK^T`` and ``AV`` products), forward and backward. The count is
 deterministic, so ``run.py`` takes it once and divides it by every round's time. ``seconds`` is the timed call
 alone (the stage as the reproduction calls it: loading, training, saving), never the counting pass or the
-interpreter's start-up. Prints one JSON line.
+interpreter's start-up. For an oracle or policy run the count is also taken inside ``Trainer.train`` alone
+(``train_gflop``: the training loop), whose time is the run's own ``train_runtime`` (in ``info``). Prints one JSON
+line.
 """
 
 from __future__ import annotations
@@ -116,6 +118,28 @@ def flop_counter():
                                                           aten._scaled_dot_product_flash_attention_for_cpu_backward: backward})
 
 
+def count_flops(call) -> tuple[float, float | None]:
+    """GFLOP of ``call()`` and of the part inside ``transformers.Trainer.train`` (the training loop: steps,
+    optimizer, snapshot saves), or None if it trains nothing."""
+    import transformers
+
+    train, inside = transformers.Trainer.train, []
+    with flop_counter() as counter:
+        def counted_train(self, *args, **kwargs):
+            before = counter.get_total_flops()
+            try:
+                return train(self, *args, **kwargs)
+            finally:
+                inside.append(counter.get_total_flops() - before)
+
+        transformers.Trainer.train = counted_train
+        try:
+            call()
+        finally:
+            transformers.Trainer.train = train
+    return counter.get_total_flops() / 1e9, (sum(inside) / 1e9 if inside else None)
+
+
 def pipeline(world: str, out_dir: Path, threads: int):
     """The reproduction's pipeline over the cached world, with the reproduction's settings
     (``configs/mini/base.yaml``), writing its runs under ``out_dir``."""
@@ -206,10 +230,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         result = {"seconds": seconds, "info": info}
         if args.count_flops:
-            counted = workload(args, p, base / "counted")
-            with flop_counter() as counter:
-                counted()
-            result["gflop"] = counter.get_total_flops() / 1e9
+            result["gflop"], result["train_gflop"] = count_flops(workload(args, p, base / "counted"))
         print(json.dumps(result))
 
 
