@@ -13,7 +13,9 @@ family, token scoring, evaluation sampling) over the cached world and reports ea
 of the machine's fp32 matmul rate measured in the same round; ``--only-rates`` measures that section alone and
 puts it into the existing report. Section 6 shows the split of a cold ``make reproduce`` by stage that
 ``stage_split.py`` recorded from that run's ``cache/`` (``results/stage_split.json``); section 7 the workloads of an
-older commit and this one timed side by side (``workloads_side_by_side.py``, ``results/workloads_side_by_side.json``).
+older commit and this one timed side by side (``workloads_side_by_side.py``, ``results/workloads_side_by_side.json``);
+section 8 an older commit's whole ``make reproduce`` with its stage calls replayed on its code and on this code
+(``replay_reproduction.py``, ``results/replay_side_by_side.json``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from bench_common import ROOT, THREADS, run_worker, run_workers_at_once
 from compute_estimate import estimate_table
 from stage_split import stage_section
+from replay_reproduction import section as replay_section
 from workloads_side_by_side import side_by_side_section
 
 STEP_VARIANTS = ("trl_dpo", "sepo_full_head", "sepo_used_head")
@@ -43,6 +46,7 @@ REPRODUCE_TIMING = ROOT / "results" / "reproduce_timing.json"  # written by the 
 SIDE_BY_SIDE = ROOT / "results" / "reproduce_side_by_side.json"  # written by benchmarks/side_by_side.py
 STAGE_SPLIT = ROOT / "results" / "stage_split.json"  # written by benchmarks/stage_split.py after a cold reproduction
 WORKLOADS_SIDE_BY_SIDE = ROOT / "results" / "workloads_side_by_side.json"  # written by benchmarks/workloads_side_by_side.py
+REPLAY_SIDE_BY_SIDE = ROOT / "results" / "replay_side_by_side.json"  # written by benchmarks/replay_reproduction.py
 SPEEDUP_TARGET = 2.0  # make reproduce of the landed commit / of this one, same machine, both cold
 COMMAND_TARGETS = {"install": None, "make test": 10 * 60, "make reproduce": 30 * 60}
 
@@ -233,7 +237,7 @@ def rates_section(rows: dict, args) -> list[str]:
                 for part, values in ((", the training loop", loop), (", the whole stage call" if loop else "", machine)):
                     if values:
                         met = statistics.median(values) >= target
-                        verdicts.append(f"- {name}{part}: {statistics.median(values):.2f} of the machine's fp32 rate "
+                        verdicts.append(f"- {name}{part}: {statistics.median(values):.3f} of the machine's fp32 rate "
                                         f"(two at once, one thread each) vs target {target:.2f}: "
                                         f"**{'met' if met else 'missed'}**")
         before = [run["seconds"] for run in modes["2 threads, alone"]]
@@ -534,7 +538,8 @@ def main() -> None:
                      + scaling_section(growth, steps, scores, args) + rates_section(rated, args)
                      + stage_section(json.loads(STAGE_SPLIT.read_text()) if STAGE_SPLIT.exists() else {})
                      + side_by_side_section(json.loads(WORKLOADS_SIDE_BY_SIDE.read_text())
-                                            if WORKLOADS_SIDE_BY_SIDE.exists() else {}))
+                                            if WORKLOADS_SIDE_BY_SIDE.exists() else {})
+                     + replay_section(json.loads(REPLAY_SIDE_BY_SIDE.read_text()) if REPLAY_SIDE_BY_SIDE.exists() else {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_report(args.out, text)
     tmp = args.out.with_name("performance_rates.json.tmp")

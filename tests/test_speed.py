@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from datasets import Dataset
 
 from sepo.utils import add_column, select_rows, transform_fingerprint
@@ -127,3 +128,118 @@ def test_side_by_side_section_shows_each_workload_and_says_when_nothing_was_reco
     lines = side_by_side_section(out)
     assert lines[0].startswith("## 7.") and "| oracle | 3.00 | 2.00 | 1.50x (1.40-1.60) |" in lines
     assert "Not recorded" in "\n".join(side_by_side_section({}))
+
+
+def _replay():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import replay_reproduction
+
+    return replay_reproduction
+
+
+OLD_POLICY = {"output_dir": "/old/cache/policy/p1", "model_path": "/old/cache/world/w/sft_a/medium/model", "loss": "sepo",
+              "loss_kwargs": {"gamma": 1.0}, "reference_path": "", "data_path": "/old/cache/oracle/o1", "split": "",
+              "selection": "adaptive", "k_w": 0.3, "k_l": 0.3, "p": 0.7, "selection_seed": 0, "seed": 0}
+
+
+def test_replay_translates_older_policy_configs_into_configs_this_code_accepts():
+    from sepo.policy import PolicyConfig
+
+    replay, base = _replay(), {"length_buckets": 2, "eval_batch_size": 128}
+    adaptive = replay.to_new("policy", OLD_POLICY, base)
+    assert adaptive["selector"] == "adaptive" and adaptive["selection_kwargs"] == {"mass": 0.7}
+    assert not {"selection", "k_w", "k_l", "p"} & adaptive.keys() and adaptive["length_buckets"] == 2
+    topk = replay.to_new("policy", {**OLD_POLICY, "selection": "sepo", "k_w": 0.1, "k_l": 1.0}, base)
+    assert (topk["selector"], topk["selection_kwargs"]) == ("topk", {"k_w": 0.1, "k_l": 1.0})
+    sdpo = replay.to_new("policy", {**OLD_POLICY, "loss": "selective_dpo", "loss_kwargs": {"beta": 0.1, "quantile": 0.6},
+                                    "reference_path": "/ref", "data_path": "/prefs", "split": "train"}, base)
+    assert sdpo["loss_kwargs"] == {"beta": 0.1, "k": pytest.approx(0.4)}
+    for config in (adaptive, topk, sdpo):
+        PolicyConfig.from_dict(config)  # validated: every field known, every value allowed
+    assert replay.to_new("evaluate", {"batch_size": 64, "seed": 1}, base) == {"batch_size": 128, "seed": 1}
+
+
+def test_replay_points_each_side_at_its_own_replayed_runs_and_reference_samples(tmp_path):
+    replay = _replay()
+    evaluation = {"model_dir": "/old/cache/policy/p1/checkpoints/checkpoint-24", "reference_dir": "/old/sft",
+                  "reference_outputs": "/old/cache/derived/w/reference_outputs/r1.json", "batch_size": 64,
+                  "out_dir": "/old/cache/evaluate/e1"}
+    jobs = [{"id": "oracle/o1", "kind": "oracle", "config": {"output_dir": "/old/cache/oracle/o1", "data_path": "/d"},
+             "run": "/old/cache/oracle/o1"},
+            {"id": "policy/p1", "kind": "policy", "config": OLD_POLICY, "run": "/old/cache/policy/p1"},
+            {"id": "evaluate/e1", "kind": "evaluate", "config": evaluation, "run": "/old/cache/evaluate/e1"},
+            {"id": "reference/r1", "kind": "reference", "config": evaluation,
+             "path": "/old/cache/derived/w/reference_outputs/r1.json"}]
+    judge = {"max_words": 48}
+    old = {j["id"]: j for j in replay.side_jobs(jobs, "old", tmp_path / "old", None, judge)}
+    new = {j["id"]: j for j in replay.side_jobs(jobs, "new", tmp_path / "new", {"length_buckets": 2, "eval_batch_size": 128},
+                                                judge)}
+    assert old["policy/p1"]["config"]["data_path"] == str(tmp_path / "old" / "oracle" / "o1")
+    assert old["policy/p1"]["config"]["selection"] == "adaptive"  # the older side runs its own config
+    assert new["policy/p1"]["config"]["data_path"] == str(tmp_path / "new" / "oracle" / "o1")
+    assert new["evaluate/e1"]["config"]["model_dir"] == str(tmp_path / "new" / "policy" / "p1" / "checkpoints" / "checkpoint-24")
+    assert new["evaluate/e1"]["config"]["reference_outputs"] == new["reference/r1"]["path"] == str(
+        tmp_path / "new" / "reference" / "r1.json")
+    assert new["evaluate/e1"]["config"]["out_dir"] == str(tmp_path / "new" / "evaluate" / "e1")
+    assert new["evaluate/e1"]["judge"] == judge and new["evaluate/e1"]["config"]["batch_size"] == 128
+    assert new["oracle/o1"]["config"]["reference_cache_dir"] == str(tmp_path / "new" / "reference_logps")
+    assert "reference_cache_dir" not in new["policy/p1"]["config"]  # reference-free: no reference to cache
+    assert "/old/" not in str([j["config"].get("output_dir", j["config"].get("out_dir")) for j in new.values()])
+
+
+def test_replay_balances_workers_and_compares_metrics_without_clocks():
+    replay = _replay()
+    jobs = [{"id": name} for name in "abcde"]
+    batches = replay.split_longest_first(jobs, {"a": 10, "b": 6, "c": 5, "d": 4, "e": 1}, 2)
+    weights = {"a": 10, "b": 6, "c": 5, "d": 4, "e": 1}
+    assert sorted(sum(weights[j["id"]] for j in b) for b in batches) == [12, 14]  # longest first: a | b c, then d | e
+    assert sorted(j["id"] for b in batches for j in b) == list("abcde")
+    assert replay.split_longest_first(jobs[:1], {}, 2) == [[{"id": "a"}]]
+    assert replay.same_metrics({"x": 1.0, "train_runtime": 3.0, "note": "a"}, {"x": 1.0, "train_runtime": 9.0, "note": "b"})
+    assert not replay.same_metrics({"x": 1.0}, {"x": 1.0001})
+    assert not replay.same_metrics({"x": 1.0}, {"x": 1.0, "y": 2.0})
+
+
+def test_replay_section_states_the_estimate_and_its_verdict():
+    replay = _replay()
+    out = {"commits": {"old": "aaaa", "new": "bbbb"}, "date": "2026-12-07T12:00:00", "jobs": 3, "left_out": 0,
+           "counts": {"oracle": 1, "policy": 1, "evaluate": 1}, "old_metrics_equal": 2, "old_metrics_compared": 2, "training_runs": 2, "training_steps_equal": 2,
+           "old_reproduce_seconds": 1000.0, "target": 2.0,
+           "old": {"phases": {"oracle+reference": 100.0, "policy": 500.0, "evaluate": 200.0}, "seconds": 800.0},
+           "new": {"phases": {"oracle+reference": 40.0, "policy": 150.0, "evaluate": 60.0}, "seconds": 250.0},
+           "estimate": {"old_seconds": 1000.0, "rest_seconds": 200.0, "new_seconds": 450.0, "speedup": 1000 / 450}}
+    text = "\n".join(replay.section(out))
+    assert text.startswith("## 8.") and "| policy | 500 | 150 | 3.33x |" in text and "| all stage calls | 800 | 250 | 3.20x |" in text
+    assert "**2.22x**" in text and "**met**" in text
+    assert "older / this" not in text  # no per-call seconds recorded: no table by kind
+    out["old"]["jobs"] = {"oracle/a": 30.0, "policy/b": 20.0, "policy/c": 20.0}
+    out["new"]["jobs"] = {"oracle/a": 20.0, "policy/b": 25.0, "policy/c": 15.0}
+    out["estimate"]["speedup"] = 1.5
+    text = "\n".join(replay.section(out))
+    assert "**missed**" in text and "| 1 oracle | 30 | 20 | 1.50 |" in text and "| 2 policy | 40 | 40 | 1.00 |" in text
+    assert "Not recorded" in "\n".join(replay.section({}))
+
+
+def test_replay_phases_follow_what_each_run_reads():
+    replay = _replay()
+    jobs = [{"id": "oracle/o", "kind": "oracle", "config": {"data_path": "/c/world/w/preferences_id"}, "run": "/c/oracle/o"},
+            {"id": "policy/strong", "kind": "policy", "config": {"data_path": "/c/world/w/preferences_id"}, "run": "/c/policy/strong"},
+            {"id": "policy/s", "kind": "policy", "config": {"data_path": "/c/oracle/o"}, "run": "/c/policy/s"},
+            {"id": "policy/sdpo", "kind": "policy", "config": {"reference_path": "/c/policy/strong/model"}, "run": "/c/policy/sdpo"},
+            {"id": "evaluate/e", "kind": "evaluate", "run": "/c/evaluate/e",
+             "config": {"model_dir": "/c/policy/sdpo/model", "reference_outputs": "/c/derived/w/reference_outputs/r.json"}},
+            {"id": "reference/r", "kind": "reference", "path": "/c/derived/w/reference_outputs/r.json",
+             "config": {"model_dir": "/c/policy/sdpo/model", "reference_dir": "/c/world/w/sft_a/medium/model",
+                        "reference_outputs": "/c/derived/w/reference_outputs/r.json"}}]
+    assert replay.levels(jobs) == {"oracle/o": 0, "policy/strong": 0, "reference/r": 0, "policy/s": 1, "policy/sdpo": 1,
+                                   "evaluate/e": 2}
+    assert replay.notebook_made(jobs) == set()
+    carried = {"id": "policy/c", "kind": "policy", "config": {"data_path": "/c/oracle/o/carried_to_a"}, "run": "/c/policy/c"}
+    judged = {"id": "evaluate/c", "kind": "evaluate", "config": {"model_dir": "/c/policy/c/model"}, "run": "/c/evaluate/c"}
+    assert replay.notebook_made(jobs + [judged, carried]) == {"policy/c", "evaluate/c"}  # and what reads it, in any order
+    jobs[1]["config"]["reference_path"] = "/c/policy/sdpo/model"  # two runs that need each other cannot be ordered
+    with pytest.raises(SystemExit, match="need each other"):
+        replay.levels(jobs)
