@@ -89,46 +89,59 @@ def old_jobs(cache: Path) -> list[dict]:
             jobs.append({"id": f"{kind}/{run.parent.name}", "kind": kind, "config": config, "run": str(run.parent)})
             if kind == "evaluate" and config.get("reference_outputs"):
                 references.setdefault(config["reference_outputs"], config)
-    for i, (path, config) in enumerate(sorted(references.items())):
+    for path, config in sorted(references.items()):
         jobs.append({"id": f"reference/{Path(path).stem}", "kind": "reference", "config": dict(config), "path": path})
     return jobs
+
+
+def _rest(value, path: str) -> str | None:
+    """What follows ``path`` in ``value`` ("" for the path itself, "/sub/..." inside it), or None elsewhere."""
+    if isinstance(value, str) and (value == path or value.startswith(path + "/")):
+        return value[len(path):]
+    return None
+
+
+def _paths(jobs: list[dict]) -> dict[str, str]:
+    """Every run directory and reference sample of the older cache, by path: its job's id."""
+    paths = {job["run"]: job["id"] for job in jobs if "run" in job}
+    paths.update({job["path"]: job["id"] for job in jobs if job["kind"] == "reference"})
+    return paths
+
+
+def _reads(job: dict, paths: dict[str, str]) -> dict[str, str]:
+    """The other runs a job's config names, each with the part of it read ("" for the run itself). A reference
+    sample reads the reference only (its config is an evaluation's)."""
+    out = {}
+    for key, value in job["config"].items():
+        if job["kind"] == "reference" and key in ("model_dir", "out_dir", "reference_outputs"):
+            continue
+        for path, name in paths.items():
+            rest = _rest(value, path)
+            if rest is not None and name != job["id"]:
+                out[name] = rest
+    return out
 
 
 def notebook_made(jobs: list[dict]) -> set[str]:
     """Runs that read what a notebook put inside another run's directory (09's scores carried to another tokenizer,
     ``oracle/*/carried_to_a``), and the runs that read those: left out of the replay (this code's policy stage
     needs a data record that the older notebook did not write), so their time stays in the rest, at the older cost."""
-    runs = {job["run"]: job["id"] for job in jobs if "run" in job}
-    left: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for job in jobs:
-            if job["id"] in left:
-                continue
-            for value in (v for v in job["config"].values() if isinstance(v, str)):
-                for path, name in runs.items():
-                    inside = value.startswith(path + "/") and value[len(path) + 1:].split("/")[0] not in RUN_OUTPUTS
-                    if (inside and job["kind"] != "reference") or (name in left and (value == path or value.startswith(path + "/"))):
-                        left.add(job["id"])
-                        changed = True
-                        break
-                if job["id"] in left:
-                    break
-    return left
+    paths = _paths(jobs)
+    reads = {job["id"]: _reads(job, paths) for job in jobs}
+    left = {name for name, named in reads.items() if any(rest and rest.split("/")[1] not in RUN_OUTPUTS
+                                                          for rest in named.values())}
+    while True:
+        more = {name for name, named in reads.items() if name not in left and left & named.keys()}
+        if not more:
+            return left
+        left |= more
 
 
 def levels(jobs: list[dict]) -> dict[str, int]:
     """Each job's phase: 0 if its config names no other run of the cache, else one more than the latest run it names
     (an oracle's scores, a policy as another's reference or as the evaluated model, a shared reference sample)."""
-    paths = {job["run"]: job["id"] for job in jobs if "run" in job}
-    paths.update({job["path"]: job["id"] for job in jobs if job["kind"] == "reference"})
-    needs = {}
-    for job in jobs:
-        values = [v for k, v in job["config"].items() if isinstance(v, str)  # a reference sample reads the reference only
-                  and not (job["kind"] == "reference" and k in ("model_dir", "out_dir", "reference_outputs"))]
-        needs[job["id"]] = {i for path, i in paths.items() if i != job["id"] and any(v == path or v.startswith(path + "/")
-                                                                                   for v in values)}
+    paths = _paths(jobs)
+    needs = {job["id"]: set(_reads(job, paths)) for job in jobs}
     level: dict[str, int] = {}
 
     def of(name: str, seen: tuple = ()) -> int:
@@ -174,7 +187,7 @@ def to_new(kind: str, config: dict, base: dict) -> dict:
     return config
 
 
-def side_jobs(jobs: list[dict], side: str, out: Path, new_base: dict | None, judge: dict) -> list[dict]:
+def side_jobs(jobs: list[dict], out: Path, new_base: dict | None, judge: dict) -> list[dict]:
     """The jobs of one side, writing under ``out``; run, data and reference paths of the older cache mapped to
     that side's replays."""
     runs = {job["run"]: str(out / job["id"]) for job in jobs if "run" in job}
@@ -186,8 +199,9 @@ def side_jobs(jobs: list[dict], side: str, out: Path, new_base: dict | None, jud
         if value in refs:
             return refs[value]
         for old, new in runs.items():  # what the run itself writes; not what a notebook put beside it later
-            if value == old or value.startswith(old + "/") and value[len(old) + 1:].split("/")[0] in RUN_OUTPUTS:
-                return new + value[len(old):]
+            rest = _rest(value, old)
+            if rest is not None and (not rest or rest.split("/")[1] in RUN_OUTPUTS):
+                return new + rest
         return value
 
     result = []
@@ -304,6 +318,12 @@ def main() -> None:
     args = parser.parse_args()
     old, new = Path(args.old).resolve(), Path(args.new).resolve()
     cache = old / "cache"
+    needed = {old / ".venv" / "bin" / "python": "its virtual environment, which make creates",
+              old / "results" / "reproduce_timing.json": "the record of a cold make reproduce",
+              next(iter(sorted(cache.glob("world/*/config.yaml"))), cache / "world"): "the world that reproduction built"}
+    for path, what in needed.items():  # checked before anything runs or is written
+        if not path.exists():
+            raise SystemExit(f"--old {args.old}: {path} is missing ({what}); run a cold `make reproduce` there first")
     jobs = old_jobs(cache)
     left_out = notebook_made(jobs)
     jobs = [j for j in jobs if j["id"] not in left_out]
@@ -320,8 +340,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(args.work_dir or scratch)
         tmp.mkdir(parents=True, exist_ok=True)
-        sides = {"old": side_jobs(jobs, "old", tmp / "old", None, judge),
-                 "new": side_jobs(jobs, "new", tmp / "new", new_base, judge)}
+        sides = {"old": side_jobs(jobs, tmp / "old", None, judge),
+                 "new": side_jobs(jobs, tmp / "new", new_base, judge)}
         weights: dict[str, float] = {}
         for side, checkout, threads, workers in (("old", old, 2, 1), ("new", new, 1, 2)):
             record = {"phases": {}, "jobs": {}}

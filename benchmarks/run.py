@@ -211,7 +211,7 @@ def rates_section(rows: dict, args) -> list[str]:
                      f"{spread([m[key]['bfloat16'] for m in mm], '{:.0f}')} |")
     lines += ["", "Fractions are of the whole machine's fp32 rate (2 threads) at the issue's shape, except the column "
               "'of 1 core', which is of the 1-thread rate (what one process on one thread can reach).", "",
-               "| workload | mode | wall s | GFLOP/s (all processes) | of the machine's fp32 rate | of 1 core | "
+              "| workload | mode | wall s | GFLOP/s (all processes) | of the machine's fp32 rate | of 1 core | "
               "training loop s | training loop: of the machine's fp32 rate | target |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     verdicts, speedups = [], []

@@ -174,8 +174,8 @@ def test_replay_points_each_side_at_its_own_replayed_runs_and_reference_samples(
             {"id": "reference/r1", "kind": "reference", "config": evaluation,
              "path": "/old/cache/derived/w/reference_outputs/r1.json"}]
     judge = {"max_words": 48}
-    old = {j["id"]: j for j in replay.side_jobs(jobs, "old", tmp_path / "old", None, judge)}
-    new = {j["id"]: j for j in replay.side_jobs(jobs, "new", tmp_path / "new", {"length_buckets": 2, "eval_batch_size": 128},
+    old = {j["id"]: j for j in replay.side_jobs(jobs, tmp_path / "old", None, judge)}
+    new = {j["id"]: j for j in replay.side_jobs(jobs, tmp_path / "new", {"length_buckets": 2, "eval_batch_size": 128},
                                                 judge)}
     assert old["policy/p1"]["config"]["data_path"] == str(tmp_path / "old" / "oracle" / "o1")
     assert old["policy/p1"]["config"]["selection"] == "adaptive"  # the older side runs its own config
