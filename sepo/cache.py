@@ -270,6 +270,9 @@ def cached_run(stage: str, cls: type, values: dict[str, Any], run: Callable[[Any
     if not metrics_file.exists():
         with exclusive(lock_path(cache_dir, stage, key)):
             if not metrics_file.exists():  # another process may have built it while this one waited
+                from sepo.utils import freeze_import_heap
+
+                freeze_import_heap()  # full collections during the run then skip the imports' objects
                 metrics = run(dataclasses.replace(provisional, **{out_field: str(run_dir)}))
                 log_usage(cache_dir, stage, key, built=True)
                 return run_dir, metrics

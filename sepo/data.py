@@ -157,13 +157,14 @@ def tokenize_response(tokenizer, response: str | list[dict]) -> tuple[list[int],
 
 def tokenize_responses(tokenizer, responses: Sequence[str | list[dict]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """:func:`tokenize_response` of many responses, encoded in one call."""
-    if tokenizer.eos_token_id is None:
+    eos_id = tokenizer.eos_token_id  # read once: each read is a vocabulary lookup in transformers
+    if eos_id is None:
         raise TokenizerMismatchError("tokenizer has no eos_token; set one before tokenising responses")
     if not responses:
         return []
     texts = [response_text(r) for r in responses]
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    return [(list(ids) + [tokenizer.eos_token_id], [tuple(o) for o in offsets] + [(len(text), len(text))])
+    return [(list(ids) + [eos_id], [tuple(o) for o in offsets] + [(len(text), len(text))])
             for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"])]
 
 

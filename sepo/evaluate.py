@@ -57,7 +57,7 @@ from sepo.benchmarks import (
     load_prompt_set,
 )
 from sepo.config import StageConfig, help_field
-from sepo.data import build_sequences, check_same_tokenizer, tokenize_prompts, tokenize_response
+from sepo.data import build_sequences, check_same_tokenizer, tokenize_prompts, tokenize_responses
 from sepo.errors import ConfigError, DataError
 from sepo.judges import JUDGES, NEED_REFERENCE_CATEGORIES, build_judge, is_missing
 from sepo.logprobs import token_logps
@@ -431,23 +431,31 @@ def arena_hard_score(annotations: Sequence[dict], *, num_rounds: int = 100, seed
 # --------------------------------------------------------------------------------------------
 # KL(policy || reference)
 # --------------------------------------------------------------------------------------------
-def _response_ids(tokenizer, response: str, max_new_tokens: int | None) -> list[int]:
-    """Response ids as sampled: EOS only if generation stopped by itself before ``max_new_tokens``."""
-    ids, _ = tokenize_response(tokenizer, response)
-    if max_new_tokens is not None and len(ids) - 1 >= max_new_tokens:
-        ids = ids[:max_new_tokens]  # cut by the length limit: no EOS was sampled
-    return ids
+def _response_ids(tokenizer, responses: Sequence[str], max_new_tokens: int | None) -> list[list[int]]:
+    """Each response's ids as sampled: EOS only if generation stopped by itself before ``max_new_tokens``
+    (all responses encoded in one call)."""
+    out = []
+    for ids, _ in tokenize_responses(tokenizer, responses):
+        if max_new_tokens is not None and len(ids) - 1 >= max_new_tokens:
+            ids = ids[:max_new_tokens]  # cut by the length limit: no EOS was sampled
+        out.append(ids)
+    return out
+
+
+def _lengths(tokenizer, responses: Sequence[str]) -> list[int]:
+    """Each response's length in tokens, EOS not counted."""
+    return [len(ids) - 1 for ids in _response_ids(tokenizer, responses, None)]
 
 
 def cut_off(tokenizer, response: str, max_new_tokens: int) -> bool:
     """Whether a sampled response hit ``max_new_tokens`` without sampling EOS (as :func:`estimate_kl` reads it)."""
-    return len(_response_ids(tokenizer, response, None)) - 1 >= max_new_tokens
+    return _lengths(tokenizer, [response])[0] >= max_new_tokens
 
 
 def sample_lengths(tokenizer, responses: Sequence[str], max_new_tokens: int) -> dict[str, float]:
     """Mean length in tokens of sampled responses (EOS not counted) and the share that hit ``max_new_tokens``
     without sampling EOS (cut off, :func:`cut_off`)."""
-    lengths = [len(_response_ids(tokenizer, r, None)) - 1 for r in responses]
+    lengths = _lengths(tokenizer, responses)
     if not lengths:
         return {"mean_tokens": float("nan"), "cutoff_share": float("nan"), "n": 0}
     return {"mean_tokens": float(np.mean(lengths)),
@@ -458,9 +466,10 @@ def cut_off_loses(annotations: Sequence[dict], tokenizer, max_new_tokens: int) -
     """Annotations in which a cut-off output (:func:`cut_off`) loses to a finished one: ``preference`` 1 when only
     ``output_2`` was cut off, 2 when only ``output_1`` was; the judge's own verdict stays as ``judge_preference`` and
     each side's state as ``output_1_cut_off`` / ``output_2_cut_off``."""
+    lengths = [_lengths(tokenizer, [row[f"output_{i}"] for row in annotations]) for i in (1, 2)]
     out = []
-    for row in annotations:
-        cut_1, cut_2 = (cut_off(tokenizer, row[f"output_{i}"], max_new_tokens) for i in (1, 2))
+    for row, length_1, length_2 in zip(annotations, *lengths):
+        cut_1, cut_2 = length_1 >= max_new_tokens, length_2 >= max_new_tokens
         preference = 1 if cut_2 and not cut_1 else 2 if cut_1 and not cut_2 else row["preference"]
         out.append({**row, "preference": preference, "judge_preference": row["preference"],
                     "output_1_cut_off": cut_1, "output_2_cut_off": cut_2})
@@ -478,7 +487,7 @@ def sequence_log_ratios(policy, reference, tokenizer, prompts: Sequence[str], re
         raise DataError(f"{len(prompts)} prompts for {len(responses)} responses")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_ids = tokenize_prompts(tokenizer, prompts)
-    response_ids = [_response_ids(tokenizer, r, max_new_tokens) for r in responses]
+    response_ids = _response_ids(tokenizer, responses, max_new_tokens)
     device = next(policy.parameters()).device
     out: list[float] = [0.0] * len(prompts)
     for group in length_sorted_batches([len(p) + len(r) for p, r in zip(prompt_ids, response_ids)], batch_size):

@@ -621,3 +621,19 @@ def test_run_evaluate_with_cutoff_loses_counts_a_run_on_sample_as_lost(run_setup
     annotations = json.loads((tmp_path / "run_six" / "annotations_vs_reference.json").read_text())
     assert {(a["output_2_cut_off"], a["judge_preference"], a["preference"]) for a in annotations} == {
         (True, 2.0, 1), (False, 1.5, 1.5)}
+
+
+def test_response_ids_of_many_samples_equal_each_encoded_alone(tokenizer):
+    """KL and length checks encode all samples in one call; each sample's ids (EOS only when it ended before the
+    limit) are those it gets alone."""
+    from sepo.data import tokenize_response
+    from sepo.evaluate import _response_ids
+
+    samples = ["the soup was good .", " ".join(["good"] * 40), "bad", "the soup ."]
+    for limit in (None, 8):
+        alone = []
+        for s in samples:
+            ids = tokenize_response(tokenizer, s)[0]
+            alone.append(ids[:limit] if limit is not None and len(ids) - 1 >= limit else ids)
+        assert _response_ids(tokenizer, samples, limit) == alone
+    assert _response_ids(tokenizer, samples, 8)[1][-1] != tokenizer.eos_token_id  # cut off: no EOS

@@ -49,3 +49,20 @@ def test_column_reads_a_dataset_column_as_a_list_in_row_order():
     data = Dataset.from_dict({"ids": [[1, 2], [3], [4, 5, 6]], "row": [0, 1, 2]}).select([2, 0])
     assert column(data, "ids") == [[4, 5, 6], [1, 2]] and column(data, "row") == [2, 0]
     assert isinstance(column(data, "ids"), list)
+
+
+def test_the_import_heap_is_frozen_once_after_a_collection(monkeypatch):
+    """The first call collects garbage and freezes what is alive; later calls do nothing, so objects made by
+    stage runs stay collectable."""
+    import gc
+
+    import sepo.utils as utils
+
+    calls = []
+    monkeypatch.setattr(utils, "_HEAP_FROZEN", False)
+    monkeypatch.setattr(utils.gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(utils.gc, "freeze", lambda: calls.append("freeze"))
+    utils.freeze_import_heap()
+    utils.freeze_import_heap()
+    assert calls == ["collect", "freeze"]
+    assert gc.isenabled()

@@ -71,7 +71,8 @@ def world_card(pipe, k: float = 0.3, top: int = 5) -> tuple[dict[str, Any], Any]
         sides = [scored[c] for c in ("chosen_ids", "rejected_ids")]
         tokens = [t for side in sides for ids in side for t in ids]
         values["mean_response_tokens"].append(float(np.mean([len(ids) for side in sides for ids in side])))
-        values["eos_share"].append(float(np.mean([t == tokenizer.eos_token_id for t in tokens])))
+        eos_id = tokenizer.eos_token_id
+        values["eos_share"].append(float(np.mean([t == eos_id for t in tokens])))
         values["chosen_longer_share"].append(float(np.mean([len(w) > len(l) for w, l in zip(*sides)])))
         kept.append(selected_tokens(scored, tokenizer, k=k, top=top).assign(seed=seed))
     card: dict[str, Any] = {}
