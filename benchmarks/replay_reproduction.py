@@ -26,7 +26,11 @@ Whole-command estimate: the older ``make reproduce``'s wall time minus the older
 side's replay, i.e. the world build, kernels, analyses and figures of the older notebooks are counted at their
 older cost (a conservative estimate: this code also builds its world faster).
 
-``python benchmarks/replay_reproduction.py --old DIR [--new .] [--write results/replay_side_by_side.json]
+With ``--count-flops`` this code's calls run a third time (untimed, under ``FlopCounterMode``: matrix products and
+attention) and the record says what the machine allows: those FLOPs at one thread's fp32 matmul rate on each of
+the two processes, and the share of that rate the stage calls would need for the target.
+
+``python benchmarks/replay_reproduction.py --old DIR [--new .] [--count-flops] [--write results/replay_side_by_side.json]
 [--report results/performance.md]`` (``DIR``: the older checkout, with its ``.venv``, its ``cache/`` and
 ``results/reproduce_timing.json`` from a cold ``make reproduce``).
 """
@@ -51,6 +55,10 @@ spec = json.loads(Path(sys.argv[1]).read_text())
 sys.path.insert(0, spec["root"])
 import torch
 torch.set_num_threads(spec["threads"])
+import contextlib
+if spec.get("count"):
+    sys.path.insert(0, spec["root"] + "/benchmarks")
+    from reproduction_rate import flop_counter
 from sepo.evaluate import EvalConfig, run_evaluate, sample_reference_outputs
 from sepo.oracle import OracleConfig, run_oracle
 from sepo.policy import PolicyConfig, run_policy
@@ -58,17 +66,20 @@ from sepo.world.judge import GoldJudge
 done = []
 for job in spec["jobs"]:
     kind, values = job["kind"], job["config"]
+    counter = flop_counter() if spec.get("count") else None
     start = time.perf_counter()
-    if kind == "oracle":
-        run_oracle(OracleConfig.from_dict(values))
-    elif kind == "policy":
-        run_policy(PolicyConfig.from_dict(values))
-    elif kind == "reference":
-        Path(job["path"]).parent.mkdir(parents=True, exist_ok=True)
-        sample_reference_outputs(EvalConfig.from_dict(values), Path(job["path"]))
-    else:
-        run_evaluate(EvalConfig.from_dict(values), gold=GoldJudge(**job["judge"]))
-    done.append({"id": job["id"], "seconds": time.perf_counter() - start})
+    with counter or contextlib.nullcontext():
+        if kind == "oracle":
+            run_oracle(OracleConfig.from_dict(values))
+        elif kind == "policy":
+            run_policy(PolicyConfig.from_dict(values))
+        elif kind == "reference":
+            Path(job["path"]).parent.mkdir(parents=True, exist_ok=True)
+            sample_reference_outputs(EvalConfig.from_dict(values), Path(job["path"]))
+        else:
+            run_evaluate(EvalConfig.from_dict(values), gold=GoldJudge(**job["judge"]))
+    done.append({"id": job["id"], "seconds": time.perf_counter() - start,
+                 **({"gflop": counter.get_total_flops() / 1e9} if counter else {})})
     Path(spec["result"]).write_text(json.dumps(done))
 """
 
@@ -224,16 +235,19 @@ def side_jobs(jobs: list[dict], out: Path, new_base: dict | None, judge: dict) -
     return result
 
 
-def run_workers(checkout: Path, batches: list[list[dict]], threads: int, tmp: Path, tag: str) -> tuple[float, list[dict]]:
+def run_workers(checkout: Path, batches: list[list[dict]], threads: int, tmp: Path, tag: str,
+                count: bool = False) -> tuple[float, list[dict]]:
     """Run each batch of jobs in its own process of ``checkout``'s environment, all at once; returns the wall
-    time until the last one finished and every job's seconds."""
+    time until the last one finished and every job's seconds (and, with ``count``, its GFLOP: the jobs then run
+    under ``FlopCounterMode``, so their seconds are not the stage's)."""
     python = checkout / ".venv" / "bin" / "python"
     procs, results = [], []
     start = time.perf_counter()
     for i, batch in enumerate(batches):
         spec = tmp / f"{tag}_{i}.json"
         result = tmp / f"{tag}_{i}_result.json"
-        spec.write_text(json.dumps({"root": str(checkout), "threads": threads, "jobs": batch, "result": str(result)}))
+        spec.write_text(json.dumps({"root": str(checkout), "threads": threads, "jobs": batch, "result": str(result),
+                                    "count": count}))
         log = open(tmp / f"{tag}_{i}.log", "w")
         procs.append((subprocess.Popen([str(python), "-c", DRIVER, str(spec)], stdout=log, stderr=subprocess.STDOUT,
                                        env={**os.environ, **ENV}), result, log))
@@ -263,6 +277,26 @@ def same_metrics(a: dict, b: dict, tol: float = 1e-9) -> bool:
             w in k for w in ("runtime", "seconds", "per_second", "flos", "time"))}
     x, y = numbers(a), numbers(b)
     return x.keys() == y.keys() and all(abs(x[k] - y[k]) <= tol * max(1.0, abs(x[k])) for k in x)
+
+
+def flop_bound(estimate: dict, new_seconds: float, gflop: dict[str, float], rate: float, workers: int = 2,
+               target: float = TARGET) -> dict:
+    """What the machine's matrix-product rate allows: the stage calls' counted FLOPs (``gflop``, by job) done at
+    ``rate`` GFLOP/s (one thread's fp32 rate) on each of ``workers`` processes, perfectly balanced, with the rest of
+    the command at its older cost. ``needed_fraction``: the share of that rate the stage calls must reach, all of
+    them on average, for the whole command to be ``target`` times faster; ``achieved_fraction``: the share this
+    code's replay reached."""
+    total = sum(gflop.values())
+    at_rate = total / (workers * rate)
+    budget = estimate["old_seconds"] / target - estimate["rest_seconds"]  # stage-call seconds the target leaves
+    by_kind: dict[str, float] = {}
+    for job, value in gflop.items():
+        by_kind[job.split("/")[0]] = by_kind.get(job.split("/")[0], 0.0) + value
+    return {"gflop": total, "gflop_by_kind": by_kind, "rate_gflops_1_thread": rate, "workers": workers,
+            "seconds_at_rate": at_rate, "achieved_fraction": at_rate / new_seconds,
+            "whole_seconds_at_rate": estimate["rest_seconds"] + at_rate,
+            "max_speedup": estimate["old_seconds"] / (estimate["rest_seconds"] + at_rate),
+            "stage_budget_seconds": budget, "needed_fraction": at_rate / budget if budget > 0 else None}
 
 
 def section(out: dict) -> list[str]:
@@ -304,6 +338,19 @@ def section(out: dict) -> list[str]:
               f"this code's cost and the rest (world build, kernels, analyses, figures: {est['rest_seconds']:.0f} s) "
               f"at the older cost, {est['new_seconds']:.0f} s: **{est['speedup']:.2f}x** against the target "
               f"{out['target']:.0f}x (**{'met' if est['speedup'] >= out['target'] else 'missed'}**).", ""]
+    if out.get("flops"):
+        f = out["flops"]
+        kinds = ", ".join(f"{kind} {value / 1000:.1f}" for kind, value in f["gflop_by_kind"].items())
+        needed = (f"{f['needed_fraction']:.2f} of that rate, on average over every call"
+                  if f["needed_fraction"] is not None else "more than the rest of the command leaves")
+        lines += [f"What the machine allows: the replayed calls do {f['gflop'] / 1000:.1f} TFLOP of matrix products and "
+                  f"attention ({kinds}; counted in a third, untimed pass of this code under `FlopCounterMode`). At one "
+                  f"thread's fp32 rate at the issue's shape ({f['rate_gflops_1_thread']:.0f} GFLOP/s, measured after the "
+                  f"replay) on each of {f['workers']} processes, perfectly balanced, they would take "
+                  f"{f['seconds_at_rate']:.0f} s; this code's replay reached {f['achieved_fraction']:.2f} of that. "
+                  f"With the rest at its older cost the whole command could at best take {f['whole_seconds_at_rate']:.0f} s "
+                  f"({f['max_speedup']:.2f}x). For {out['target']:.0f}x the stage calls must fit in "
+                  f"{f['stage_budget_seconds']:.0f} s, i.e. run at {needed}.", ""]
     return lines
 
 
@@ -315,6 +362,8 @@ def main() -> None:
     parser.add_argument("--work-dir", default="", help="keep the replayed runs here (default: a temporary directory)")
     parser.add_argument("--write", default="")
     parser.add_argument("--report", default="")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="also count this code's calls' FLOPs (a third, untimed pass) and bound what the matmul rate allows")
     args = parser.parse_args()
     old, new = Path(args.old).resolve(), Path(args.new).resolve()
     cache = old / "cache"
@@ -343,17 +392,22 @@ def main() -> None:
         sides = {"old": side_jobs(jobs, tmp / "old", None, judge),
                  "new": side_jobs(jobs, tmp / "new", new_base, judge)}
         weights: dict[str, float] = {}
-        for side, checkout, threads, workers in (("old", old, 2, 1), ("new", new, 1, 2)):
-            record = {"phases": {}, "jobs": {}}
+        passes = [("old", old, 2, 1), ("new", new, 1, 2)]
+        if args.count_flops:
+            sides["counted"] = side_jobs(jobs, tmp / "counted", new_base, judge)
+            passes.append(("counted", new, 1, 2))
+        for side, checkout, threads, workers in passes:
+            record = {"phases": {}, "jobs": {}, "gflop": {}}
             for phase in range(max(level.values()) + 1):
                 batch = [j for j in sides[side] if level[j["id"]] == phase]
                 label = f"{phase + 1}: " + " + ".join(f"{k} {sum(j['kind'] == k for j in batch)}" for k in KINDS
                                                        if any(j["kind"] == k for j in batch))
                 print(f"[replay] {side}: phase {label}", flush=True)
                 wall, done = run_workers(checkout, split_longest_first(batch, weights, workers), threads, tmp,
-                                         f"{side}_{phase}")
+                                         f"{side}_{phase}", count=side == "counted")
                 record["phases"][label] = wall
                 record["jobs"].update({d["id"]: d["seconds"] for d in done})
+                record["gflop"].update({d["id"]: d["gflop"] for d in done if "gflop" in d})
             record["seconds"] = sum(record["phases"].values())
             if side == "old":
                 weights = record["jobs"]
@@ -366,12 +420,23 @@ def main() -> None:
                 steps = [[json.loads((tmp / s / j["id"] / "metrics.json").read_text()).get("train/global_step")
                           for s in ("old", "new")] for j in jobs if j["kind"] in ("oracle", "policy")]
                 out["training_runs"], out["training_steps_equal"] = len(steps), sum(a == b for a, b in steps)
-            out[side] = record
+            if side == "counted":
+                counted = record["gflop"]
+            else:
+                record.pop("gflop")
+                out[side] = record
     timing = json.loads((old / "results" / "reproduce_timing.json").read_text())
     rest = timing["seconds"] - out["old"]["seconds"]
     out["old_reproduce_seconds"], out["old_reproduce_date"] = timing["seconds"], timing.get("date", "")
     out["estimate"] = {"old_seconds": timing["seconds"], "rest_seconds": rest, "new_seconds": rest + out["new"]["seconds"],
                        "speedup": timing["seconds"] / (rest + out["new"]["seconds"])}
+    if args.count_flops:  # one thread's fp32 rate at the issue's shape, in a fresh process of this code
+        shape = "1333:176:704"
+        rate = subprocess.run([str(new / ".venv" / "bin" / "python"), str(new / "benchmarks" / "reproduction_rate.py"),
+                               "--what", "matmul", "--shapes", shape, "--threads", "1"], capture_output=True, text=True,
+                              check=True, env={**os.environ, **ENV}).stdout
+        out["flops"] = flop_bound(out["estimate"], out["new"]["seconds"], counted,
+                                  json.loads(rate.strip().splitlines()[-1])[shape]["float32"])
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from stage_split import publish
 

@@ -223,6 +223,27 @@ def test_replay_section_states_the_estimate_and_its_verdict():
     assert "Not recorded" in "\n".join(replay.section({}))
 
 
+def test_replay_flop_bound_says_what_the_matmul_rate_allows():
+    """3000 GFLOP at 100 GFLOP/s on each of 2 processes: 15 s. With 1000 s before and a rest of 200 s, 2x leaves
+    300 s for the stage calls, so they need 0.05 of the rate; a replay of 150 s reached 0.10 of it."""
+    replay = _replay()
+    estimate = {"old_seconds": 1000.0, "rest_seconds": 200.0}
+    bound = replay.flop_bound(estimate, 150.0, {"oracle/a": 1000.0, "policy/b": 1500.0, "policy/c": 500.0}, 100.0)
+    assert bound["seconds_at_rate"] == pytest.approx(15.0) and bound["achieved_fraction"] == pytest.approx(0.1)
+    assert bound["whole_seconds_at_rate"] == pytest.approx(215.0) and bound["max_speedup"] == pytest.approx(1000 / 215)
+    assert bound["stage_budget_seconds"] == pytest.approx(300.0) and bound["needed_fraction"] == pytest.approx(0.05)
+    assert bound["gflop_by_kind"] == {"oracle": 1000.0, "policy": 2000.0}
+    assert replay.flop_bound({"old_seconds": 300.0, "rest_seconds": 200.0}, 150.0, {"a/x": 10.0}, 1.0)["needed_fraction"] is None
+    out = {"commits": {"old": "aaaa", "new": "bbbb"}, "date": "d", "jobs": 3, "left_out": 0, "counts": {"oracle": 1},
+           "old_metrics_equal": 1, "old_metrics_compared": 1, "training_runs": 1, "training_steps_equal": 1,
+           "old_reproduce_seconds": 1000.0, "target": 2.0, "old": {"phases": {"p": 800.0}, "seconds": 800.0},
+           "new": {"phases": {"p": 150.0}, "seconds": 150.0},
+           "estimate": {**estimate, "new_seconds": 350.0, "speedup": 1000 / 350}, "flops": bound}
+    text = "\n".join(replay.section(out))
+    assert "3.0 TFLOP" in text and "oracle 1.0, policy 2.0" in text and "take 15 s" in text and "reached 0.10" in text
+    assert "at best take 215 s (4.65x)" in text and "fit in 300 s, i.e. run at 0.05 of that rate" in text
+
+
 def test_replay_phases_follow_what_each_run_reads():
     replay = _replay()
     jobs = [{"id": "oracle/o", "kind": "oracle", "config": {"data_path": "/c/world/w/preferences_id"}, "run": "/c/oracle/o"},
