@@ -9,7 +9,8 @@ every oracle, every policy, every evaluation, and the reference samples the eval
 models, pairs and prompts, read only), into fresh directories:
 
 * on the older code, as its reproduction ran them: one process, one call after another, on 2 threads;
-* on this code, as this reproduction runs: two one-thread processes side by side, each phase split between them
+* on this code, as this reproduction runs: two one-thread processes side by side (each stage call as the cache
+  starts it, after :func:`sepo.utils.freeze_import_heap`), each phase split between them
   by the older side's seconds (longest first). A phase holds the runs whose inputs the earlier phases made
   (oracles and reference samples first; then policies on oracles' scores and evaluations that need no policy;
   then policies that need another as reference, and evaluations of policies; ...). Each older config is translated field by field into this code's config (selection ``sepo`` ->
@@ -63,9 +64,14 @@ from sepo.evaluate import EvalConfig, run_evaluate, sample_reference_outputs
 from sepo.oracle import OracleConfig, run_oracle
 from sepo.policy import PolicyConfig, run_policy
 from sepo.world.judge import GoldJudge
+try:  # this code's cached stage calls (sepo.cache.cached_run) freeze the import heap first; the older code has no such step
+    from sepo.utils import freeze_import_heap
+except ImportError:
+    freeze_import_heap = lambda: None
 done = []
 for job in spec["jobs"]:
     kind, values = job["kind"], job["config"]
+    freeze_import_heap()
     counter = flop_counter() if spec.get("count") else None
     start = time.perf_counter()
     with counter or contextlib.nullcontext():
