@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 
 SKIP = {"reproduce_timing.json", "performance.json", "performance_rates.json", "reproduce_side_by_side.json",
-        "whole_commands.json", "stage_split.json", "cross_host.json"}
+        "whole_commands.json", "stage_split.json", "cross_host.json", "cross_host_pinned.json", "replay_side_by_side.json",
+        "workloads_side_by_side.json"}  # the benchmarks' own records, not the reproduction's numbers
 
 
 def leaves(value, path: str = ""):
