@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from collections import defaultdict
@@ -197,10 +196,10 @@ def publish(out: dict, write: str, report: str, heading: str, lines: list[str]) 
     ``heading`` (each when given)."""
     text = json.dumps(out, indent=2)
     print(text)
-    if write:  # through a temporary file: a crash never leaves half a record
-        tmp = Path(write).with_name(Path(write).name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, write)
+    if write:
+        from sepo.utils import write_text  # atomic: a crash never leaves half a record
+
+        write_text(write, text + "\n")
     if report:
         put_section(Path(report), heading, lines)
 
